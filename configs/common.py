@@ -1,0 +1,91 @@
+"""Shared defaults and the `file.py:key=value,...` argument parser.
+
+Defaults follow the paper (Adam 1e-3, L2 1e-5, 64 groups per minibatch) and
+are sized for the embedded default dataset, so the bare config finishes in a
+minute or two on a laptop CPU. The paper-budget runs pass `epochs=...`.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+# Short names accepted in the `:key=value` argument string.
+_ALIASES = {
+    "base_epochs": "base.epochs",
+    "epochs": "parity.epochs",
+    "batch_size": "parity.batch_size",
+    "target": "parity.target",
+    "init": "parity.init",
+    "encoder": "learned.encoder",
+    "loss": "learned.loss",
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.dataset = "embedded"  # "embedded", "npz:<dir>" or a tfds name
+  c.data_dir = ""  # tfds data_dir ("" = tfds default)
+  c.validation_size = config_dict.placeholder(int)  # None: 5,000 or 10%
+  c.model = "mlp"  # mlp | lenet5 | vgg11 | resnet18 | resnet152
+  c.code = "summation"  # summation | linear | concatenation | learned | berrut
+  c.k = 2
+  c.r = 1
+  c.generator = "random"  # linear code coefficients: random | vandermonde
+  c.seed = 0
+  c.test_group_seed = 0
+  c.eval_missing = config_dict.placeholder(int)  # None: exactly r missing
+  c.base_workdir = ""  # reuse F trained in another workdir ("" = this one)
+  c.mixed_precision = False  # bf16 compute, f32 master weights
+  c.eval_every = 1  # epochs between validation metrics
+  c.checkpoint_every_secs = 30.0
+
+  c.base = ml_collections.ConfigDict()
+  c.base.epochs = 10
+  c.base.batch_size = 64
+  c.base.learning_rate = 1e-3
+  c.base.weight_decay = 1e-5
+
+  c.parity = ml_collections.ConfigDict()  # stage 2: parity models or code
+  c.parity.epochs = 30
+  c.parity.batch_size = 64  # coding groups per minibatch
+  c.parity.learning_rate = 1e-3
+  c.parity.weight_decay = 1e-5
+  c.parity.target = "base"  # base: sum of F's outputs | label: one-hot sum
+  c.parity.init = "scratch"  # scratch | base (start from F's weights)
+
+  c.learned = ml_collections.ConfigDict()
+  c.learned.encoder = "mlp"  # mlp | conv
+  c.learned.loss = "mse-base"  # mse-base | kl-base | xent-label
+  return c
+
+
+def apply_args(config, arg: str):
+  """Applies `key=value,key=value` overrides, typed like the defaults."""
+  if not arg:
+    return config
+  for item in arg.split(","):
+    if "=" not in item:
+      raise ValueError(f"config argument {item!r} is not key=value")
+    key, value = item.split("=", 1)
+    key = _ALIASES.get(key.strip(), key.strip())
+    node, *path = key.split(".")
+    parent = config
+    for part in [node] + path[:-1] if path else []:
+      parent = parent[part]
+    leaf = path[-1] if path else node
+    if leaf not in parent:
+      raise ValueError(f"unknown config field {key!r}")
+    parent[leaf] = _parse(value, parent[leaf])
+  return config
+
+
+def _parse(value: str, default):
+  if isinstance(default, bool):
+    if value.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"expected a boolean, got {value!r}")
+    return value.lower() in ("true", "1")
+  for kind in (int, float):
+    if isinstance(default, kind):
+      return kind(value)
+  if default is None:
+    return int(value) if value.lstrip("-").isdigit() else value
+  return value

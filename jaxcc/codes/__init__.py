@@ -1,0 +1,15 @@
+"""Erasure codes over model inputs and outputs, as pure functions."""
+
+from jaxcc.codes._berrut import berrut
+from jaxcc.codes._code import Code
+from jaxcc.codes._learned import learned
+from jaxcc.codes._concatenation import concatenation
+from jaxcc.codes._linear import generator
+from jaxcc.codes._linear import linear
+from jaxcc.codes._linear import worst_condition
+from jaxcc.codes._linear import summation
+
+__all__ = ["Code", "generator", "linear", "summation",
+           "worst_condition"]
+__all__ += ["learned"]
+__all__ += ["berrut", "concatenation"]

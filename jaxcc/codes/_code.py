@@ -1,0 +1,108 @@
+"""The `Code` contract shared by every coding scheme.
+
+Shape names: B groups in a batch, K data inputs per group, R parities,
+N = K + R outputs per group, P erasure patterns.
+
+- `encode(params, x_BK...) -> parities_BR...`
+- `decode(params, y_BN..., available_N) -> y_BK...`: the K data outputs,
+  passed through where `available` says they arrived and reconstructed where
+  they did not. `available` is data (a boolean array), so every pattern is
+  decoded by one `jax.vmap` and compiled once.
+"""
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcc import erasures
+
+
+class Code(NamedTuple):
+  """An erasure code over model inputs and outputs, as pure functions.
+
+  Attributes:
+    k: data inputs per coding group.
+    r: parity inputs per coding group.
+    init: `(key, input_shape, output_shape) -> params`; shapes are those of
+      one example (no group or batch axes). Codes without parameters ignore
+      them and return `{}`.
+    encode: `(params, x_BK...) -> parities_BR...`.
+    decode: `(params, y_BN..., available_N) -> y_BK...`.
+    name: a short human-readable name.
+    parity_target: `(params, y_BK...) -> y_BR...`, the parity outputs that
+      the decoder expects from perfect parity computations given the data
+      outputs (for a linear code `sum_i G[j, i] y_i`): what parity models are
+      trained toward. None for codes that run F itself on the parities.
+  """
+  k: int
+  r: int
+  init: Callable[..., Any]
+  encode: Callable[..., jax.Array]
+  decode: Callable[..., jax.Array]
+  name: str
+  parity_target: Optional[Callable[..., jax.Array]] = None
+
+
+def make_code(k, r, name, init, encode, decode, parity_target=None) -> Code:
+  """Wraps raw encode/decode functions with argument checks."""
+
+  def checked_encode(params, x_BK):
+    check_group_inputs(x_BK, k)
+    return encode(params, x_BK)
+
+  def checked_decode(params, y_BN, available_N):
+    available_N = check_available(available_N, k, r)
+    check_group_outputs(y_BN, k, r)
+    return decode(params, y_BN, available_N)
+
+  return Code(k=k, r=r, init=init, encode=checked_encode,
+              decode=checked_decode, name=name, parity_target=parity_target)
+
+
+def no_params(key, input_shape=None, output_shape=None):
+  """`init` of a code without learned parameters."""
+  del key, input_shape, output_shape
+  return {}
+
+
+def check_group_inputs(x_BK, k) -> None:
+  if jnp.ndim(x_BK) < 2 or jnp.shape(x_BK)[1] != k:
+    raise ValueError(
+        f"encode expects inputs shaped (batch, k={k}, *input_shape); "
+        f"got shape {jnp.shape(x_BK)}")
+
+
+def check_group_outputs(y_BN, k, r) -> None:
+  if jnp.ndim(y_BN) < 2 or jnp.shape(y_BN)[1] != k + r:
+    raise ValueError(
+        f"decode expects outputs shaped (batch, k+r={k + r}, *output_shape) "
+        f"with data outputs first, then parity outputs; got shape "
+        f"{jnp.shape(y_BN)}")
+
+
+def check_available(available_N, k, r) -> jax.Array:
+  """Checks the mask's shape, and its erasure count when it is concrete."""
+  if jnp.shape(available_N) != (k + r,):
+    raise ValueError(
+        f"available must be a boolean array of shape (k+r,) = ({k + r},); "
+        f"got shape {jnp.shape(available_N)}")
+  if not isinstance(available_N, jax.core.Tracer):
+    missing = int(np.sum(~np.asarray(available_N, dtype=bool)))
+    if missing > r:
+      raise ValueError(
+          f"{missing} outputs are unavailable but a code with r={r} can "
+          f"rebuild at most {r}; available={np.asarray(available_N)}")
+  return jnp.asarray(available_N, dtype=bool)
+
+
+def pass_through_available(y_BN, recon_BK, available_N, k) -> jax.Array:
+  """Keeps arrived data outputs and fills the rest from `recon_BK`."""
+  y_BK = y_BN[:, :k]
+  keep = available_N[:k].reshape((1, k) + (1,) * (y_BK.ndim - 2))
+  return jnp.where(keep, y_BK, recon_BK.astype(y_BK.dtype))
+
+
+def validate_k_r(k, r) -> None:
+  erasures.check_k_r(k, r)

@@ -1,0 +1,269 @@
+"""Base models F: the networks whose predictions coded computation protects.
+
+`get(name, input_shape, num_outputs)` returns a `Model` of pure functions:
+
+- `init(key, input_shape=None) -> variables`, a dict with "params" and, for
+  models with BatchNorm, "batch_stats".
+- `apply(variables, x_B..., train=False) -> outputs_BC` (float32). With
+  `train=True` it returns `(outputs_BC, new_batch_stats)`, where
+  `new_batch_stats` is `{}` for models without BatchNorm.
+
+Inputs are `(B, H, W, C)` or `(B, H, W)` (a channel axis is added). `dtype` is
+the computation dtype; parameters are always float32. Initialisation follows
+the paper: Xavier-uniform conv kernels, N(0, 0.01^2) dense kernels, zero
+biases, and PyTorch-default BatchNorm (momentum 0.1, i.e. flax 0.9; eps 1e-5).
+"""
+
+import numbers
+import operator
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NAMES = ("mlp", "lenet5", "vgg11", "resnet18", "resnet152")
+
+# Inputs taller than this get the ImageNet ResNet stem (7x7/2 conv + max-pool).
+_CIFAR_STEM_MAX_HEIGHT = 64
+# resnet18 drops its last stage for inputs at most this tall (MNIST-like).
+_RESNET18_SMALL_HEIGHT = 28
+# Smallest side that survives lenet5's VALID conv/pool/conv/pool.
+_LENET5_MIN_SIZE = 16
+_VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+class Model(NamedTuple):
+  """A base model as pure functions.
+
+  Attributes:
+    name: one of `NAMES`.
+    init: `(key, input_shape=None) -> variables`; `input_shape` (one example)
+      defaults to, and must match, the one given to `get`.
+    apply: `(variables, x_B..., train=False) -> outputs_BC`, or
+      `(outputs_BC, new_batch_stats)` when `train=True`.
+    num_outputs: C, the size of the output vector of one example.
+  """
+  name: str
+  init: Callable[..., Any]
+  apply: Callable[..., Any]
+  num_outputs: int
+
+
+def _conv(features, kernel_size, dtype, strides=1, padding="SAME",
+          use_bias=True):
+  return nn.Conv(features, (kernel_size, kernel_size), strides=strides,
+                 padding=padding, use_bias=use_bias, dtype=dtype,
+                 param_dtype=jnp.float32,
+                 kernel_init=nn.initializers.xavier_uniform())
+
+
+def _dense(features, dtype):
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32,
+                  kernel_init=nn.initializers.normal(stddev=0.01))
+
+
+def _batch_norm(train, dtype):
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                      epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32)
+
+
+class MLP(nn.Module):
+  """Base-MLP: flatten, FC 200, ReLU, FC 100, ReLU, FC num_outputs."""
+  num_outputs: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = x.reshape((x.shape[0], -1))
+    for width in (200, 100):
+      x = nn.relu(_dense(width, self.dtype)(x))
+    return _dense(self.num_outputs, self.dtype)(x)
+
+
+class LeNet5(nn.Module):
+  """LeNet-5: two conv/ReLU/max-pool stages and FC 120, 84, num_outputs."""
+  num_outputs: int
+  first_padding: str = "VALID"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = _conv(6, 5, self.dtype, padding=self.first_padding)(x)
+    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = _conv(16, 5, self.dtype, padding="VALID")(x)
+    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    for width in (120, 84):
+      x = nn.relu(_dense(width, self.dtype)(x))
+    return _dense(self.num_outputs, self.dtype)(x)
+
+
+class VGG11(nn.Module):
+  """VGG-11 with BatchNorm, global average pooling and one FC layer."""
+  num_outputs: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    for layer in _VGG11_CFG:
+      if layer == "M":
+        # Skip pooling along a dimension that is already down to size 1.
+        window = tuple(min(2, size) for size in x.shape[1:3])
+        x = nn.max_pool(x, window, strides=window)
+      else:
+        x = _conv(layer, 3, self.dtype)(x)
+        x = nn.relu(_batch_norm(train, self.dtype)(x))
+    x = jnp.mean(x, axis=(1, 2))
+    return _dense(self.num_outputs, self.dtype)(x)
+
+
+class BasicBlock(nn.Module):
+  """ResNet basic block: two 3x3 convs with a residual connection."""
+  features: int
+  strides: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train):
+    y = _conv(self.features, 3, self.dtype, self.strides, 1, False)(x)
+    y = nn.relu(_batch_norm(train, self.dtype)(y))
+    y = _conv(self.features, 3, self.dtype, 1, 1, False)(y)
+    y = _batch_norm(train, self.dtype)(y)
+    return nn.relu(y + _shortcut(x, y.shape[-1], self.strides, train,
+                                 self.dtype))
+
+
+class Bottleneck(nn.Module):
+  """ResNet bottleneck block (1x1, strided 3x3, 1x1 with 4x expansion)."""
+  features: int
+  strides: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train):
+    y = _conv(self.features, 1, self.dtype, 1, "VALID", False)(x)
+    y = nn.relu(_batch_norm(train, self.dtype)(y))
+    y = _conv(self.features, 3, self.dtype, self.strides, 1, False)(y)
+    y = nn.relu(_batch_norm(train, self.dtype)(y))
+    y = _conv(self.features * 4, 1, self.dtype, 1, "VALID", False)(y)
+    y = _batch_norm(train, self.dtype)(y)
+    return nn.relu(y + _shortcut(x, y.shape[-1], self.strides, train,
+                                 self.dtype))
+
+
+def _shortcut(x, features, strides, train, dtype):
+  """Identity, or a strided 1x1 conv + BN where the shape changes."""
+  if strides == 1 and x.shape[-1] == features:
+    return x
+  x = _conv(features, 1, dtype, strides, "VALID", False)(x)
+  return _batch_norm(train, dtype)(x)
+
+
+class ResNet(nn.Module):
+  """ResNet with a CIFAR (3x3 conv) or ImageNet (7x7/2 conv + pool) stem."""
+  block: type
+  stage_sizes: Sequence[int]
+  num_outputs: int
+  imagenet_stem: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    if self.imagenet_stem:
+      x = _conv(64, 7, self.dtype, 2, 3, False)(x)
+      x = nn.relu(_batch_norm(train, self.dtype)(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      x = _conv(64, 3, self.dtype, 1, 1, False)(x)
+      x = nn.relu(_batch_norm(train, self.dtype)(x))
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for i in range(num_blocks):
+        strides = 2 if stage > 0 and i == 0 else 1
+        x = self.block(64 * 2**stage, strides, self.dtype)(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return _dense(self.num_outputs, self.dtype)(x)
+
+
+def _lenet5_first_padding(shape):
+  """First-conv padding of LeNet-5; ValueError if `shape` is too small."""
+  if shape[:2] == (28, 28):
+    return "SAME"  # The classic MNIST LeNet-5.
+  if min(shape[:2]) < _LENET5_MIN_SIZE:
+    raise ValueError(f"lenet5 needs inputs of at least {_LENET5_MIN_SIZE}x"
+                     f"{_LENET5_MIN_SIZE}; got input_shape {shape}")
+  return "VALID"
+
+
+def _module(name, shape, num_outputs, dtype):
+  height = shape[0]
+  if name == "mlp":
+    return MLP(num_outputs, dtype)
+  if name == "lenet5":
+    return LeNet5(num_outputs, _lenet5_first_padding(shape), dtype)
+  if name == "vgg11":
+    return VGG11(num_outputs, dtype)
+  imagenet_stem = height > _CIFAR_STEM_MAX_HEIGHT
+  if name == "resnet18":
+    stages = (2, 2, 2) if height <= _RESNET18_SMALL_HEIGHT else (2, 2, 2, 2)
+    return ResNet(BasicBlock, stages, num_outputs, imagenet_stem, dtype)
+  return ResNet(Bottleneck, (3, 8, 36, 3), num_outputs, imagenet_stem, dtype)
+
+
+def _example_shape(input_shape):
+  """`(H, W, C)` from `(H, W, C)` or `(H, W)`; ValueError otherwise."""
+  try:
+    shape = tuple(operator.index(s) for s in input_shape)
+  except TypeError:
+    shape = ()
+  if len(shape) not in (2, 3) or min(shape) < 1:
+    raise ValueError(f"input_shape must be (H, W) or (H, W, C) of positive "
+                     f"ints (one example, no batch axis); got {input_shape}")
+  return shape if len(shape) == 3 else shape + (1,)
+
+
+def get(name: str, input_shape: tuple, num_outputs: int,
+        dtype=jnp.float32) -> Model:
+  """The base model `name` for examples of `input_shape`.
+
+  Args:
+    name: one of `NAMES`.
+    input_shape: shape of one example, `(H, W, C)` or `(H, W)`.
+    num_outputs: C, e.g. the number of classes.
+    dtype: computation dtype (e.g. `jnp.bfloat16`); params stay float32 and
+      outputs are returned as float32.
+
+  Returns:
+    A `Model`.
+  """
+  if name not in NAMES:
+    raise ValueError(f"unknown model {name!r}; known models: {NAMES}")
+  if not isinstance(num_outputs, numbers.Integral) or num_outputs < 1:
+    raise ValueError(f"num_outputs must be a positive int; got {num_outputs}")
+  num_outputs = int(num_outputs)
+  shape = _example_shape(input_shape)
+  module = _module(name, shape, num_outputs, dtype)
+
+  def init(key, example_shape=None):
+    if example_shape is not None and _example_shape(example_shape) != shape:
+      raise ValueError(f"init got input_shape {tuple(example_shape)}, but "
+                       f"the model was built for {tuple(input_shape)}")
+    return module.init(key, jnp.zeros((1,) + shape, dtype))
+
+  def apply(variables, x, train=False):
+    x = jnp.asarray(x)
+    x_shape = x.shape[1:]
+    if x.ndim == 3:
+      x = x[..., None]
+    if x.ndim != 4 or x.shape[1:] != shape:
+      raise ValueError(f"apply expects inputs shaped (batch, *input_shape) "
+                       f"with input_shape {tuple(input_shape)} (as given to "
+                       f"get); got per-example shape {x_shape}")
+    x = x.astype(dtype)
+    if not train:
+      return module.apply(variables, x).astype(jnp.float32)
+    outputs, updates = module.apply(variables, x, train=True,
+                                    mutable=["batch_stats"])
+    return outputs.astype(jnp.float32), updates.get("batch_stats", {})
+
+  return Model(name=name, init=init, apply=apply, num_outputs=num_outputs)
