@@ -39,13 +39,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_secs = 30.0
 
   c.base = ml_collections.ConfigDict()
-  c.base.epochs = 10
+  c.base.epochs = 15
   c.base.batch_size = 64
   c.base.learning_rate = 1e-3
   c.base.weight_decay = 1e-5
 
   c.parity = ml_collections.ConfigDict()  # stage 2: parity models or code
-  c.parity.epochs = 30
+  c.parity.epochs = 40
   c.parity.batch_size = 64  # coding groups per minibatch
   c.parity.learning_rate = 1e-3
   c.parity.weight_decay = 1e-5

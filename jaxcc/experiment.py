@@ -18,6 +18,7 @@ import optax
 from jaxcc import codes
 from jaxcc import data
 from jaxcc import erasures
+from jaxcc import losses
 from jaxcc import models
 
 APPROACHES = ("parity-model", "learned", "none")
@@ -52,15 +53,24 @@ def setup(config, workdir: str) -> Experiment:
     raise ValueError(f"unknown code {code_name!r}; known: "
                      f"{sorted(_CODE_APPROACH)}")
   erasures.check_k_r(config.k, config.r)
+  approach = _CODE_APPROACH[code_name]
+  if approach == "learned":
+    losses.get(config.learned.loss)
+  if config.parity.target not in ("base", "label"):
+    raise ValueError(f"parity.target must be 'base' or 'label', got "
+                     f"{config.parity.target!r}")
+  if config.parity.init not in ("scratch", "base"):
+    raise ValueError(f"parity.init must be 'scratch' or 'base', got "
+                     f"{config.parity.init!r}")
+  code = make_code(config)
   dataset = data.load(config.dataset, validation_size=config.validation_size,
                       seed=config.seed, data_dir=config.data_dir or None)
   dtype = jnp.bfloat16 if config.get("mixed_precision") else jnp.float32
   model = models.get(config.model, dataset.input_shape, dataset.num_classes,
                      dtype=dtype)
-  code = make_code(config)
   base_root = config.base_workdir or workdir
   return Experiment(config=config, dataset=dataset, model=model, code=code,
-                    approach=_CODE_APPROACH[code_name],
+                    approach=approach,
                     base_dir=os.path.join(base_root, "base"),
                     stage2_dir=os.path.join(workdir, "stage2"))
 
@@ -110,7 +120,7 @@ def init_stage2(exp: Experiment, key, base_state: TrainState) -> TrainState:
   if cfg.parity.init == "base":
     stacked = jax.tree.map(lambda a: jnp.stack([a] * cfg.r),
                            (base_state.params, base_state.batch_stats))
-  elif cfg.parity.init == "scratch":
+  else:
     vs = jax.vmap(exp.model.init)(jax.random.split(key, cfg.r))
     stacked = (vs["params"], vs.get("batch_stats", {}))
   else:

@@ -24,7 +24,7 @@ def mse(pred, target) -> jax.Array:
 def _slot_mask(erased_K, batch_shape):
   """The (B, K) erased mask and the number of erased (b, j) slots (>= 1)."""
   mask_BK = jnp.broadcast_to(jnp.asarray(erased_K, bool), batch_shape)
-  count = jnp.maximum(jnp.sum(mask_BK), 1)
+  count = jnp.maximum(jnp.sum(mask_BK), 1).astype(jnp.float32)
   return mask_BK, count
 
 

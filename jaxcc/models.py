@@ -63,9 +63,12 @@ def _dense(features, dtype):
                   kernel_init=nn.initializers.normal(stddev=0.01))
 
 
-def _batch_norm(train, dtype):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32)
+def _batch_norm(x, train, dtype):
+  """BatchNorm computed in float32 (for stable statistics), cast to dtype."""
+  x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                   dtype=jnp.float32, param_dtype=jnp.float32)(
+                       x.astype(jnp.float32))
+  return x.astype(dtype)
 
 
 class MLP(nn.Module):
@@ -113,7 +116,7 @@ class VGG11(nn.Module):
         x = nn.max_pool(x, window, strides=window)
       else:
         x = _conv(layer, 3, self.dtype)(x)
-        x = nn.relu(_batch_norm(train, self.dtype)(x))
+        x = nn.relu(_batch_norm(x, train, self.dtype))
     x = jnp.mean(x, axis=(1, 2))
     return _dense(self.num_outputs, self.dtype)(x)
 
@@ -127,9 +130,9 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train):
     y = _conv(self.features, 3, self.dtype, self.strides, 1, False)(x)
-    y = nn.relu(_batch_norm(train, self.dtype)(y))
+    y = nn.relu(_batch_norm(y, train, self.dtype))
     y = _conv(self.features, 3, self.dtype, 1, 1, False)(y)
-    y = _batch_norm(train, self.dtype)(y)
+    y = _batch_norm(y, train, self.dtype)
     return nn.relu(y + _shortcut(x, y.shape[-1], self.strides, train,
                                  self.dtype))
 
@@ -143,11 +146,11 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x, train):
     y = _conv(self.features, 1, self.dtype, 1, "VALID", False)(x)
-    y = nn.relu(_batch_norm(train, self.dtype)(y))
+    y = nn.relu(_batch_norm(y, train, self.dtype))
     y = _conv(self.features, 3, self.dtype, self.strides, 1, False)(y)
-    y = nn.relu(_batch_norm(train, self.dtype)(y))
+    y = nn.relu(_batch_norm(y, train, self.dtype))
     y = _conv(self.features * 4, 1, self.dtype, 1, "VALID", False)(y)
-    y = _batch_norm(train, self.dtype)(y)
+    y = _batch_norm(y, train, self.dtype)
     return nn.relu(y + _shortcut(x, y.shape[-1], self.strides, train,
                                  self.dtype))
 
@@ -157,7 +160,7 @@ def _shortcut(x, features, strides, train, dtype):
   if strides == 1 and x.shape[-1] == features:
     return x
   x = _conv(features, 1, dtype, strides, "VALID", False)(x)
-  return _batch_norm(train, dtype)(x)
+  return _batch_norm(x, train, dtype)
 
 
 class ResNet(nn.Module):
@@ -172,11 +175,11 @@ class ResNet(nn.Module):
   def __call__(self, x, train=False):
     if self.imagenet_stem:
       x = _conv(64, 7, self.dtype, 2, 3, False)(x)
-      x = nn.relu(_batch_norm(train, self.dtype)(x))
+      x = nn.relu(_batch_norm(x, train, self.dtype))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
       x = _conv(64, 3, self.dtype, 1, 1, False)(x)
-      x = nn.relu(_batch_norm(train, self.dtype)(x))
+      x = nn.relu(_batch_norm(x, train, self.dtype))
     for stage, num_blocks in enumerate(self.stage_sizes):
       for i in range(num_blocks):
         strides = 2 if stage > 0 and i == 0 else 1
@@ -196,16 +199,17 @@ def _lenet5_first_padding(shape):
 
 
 def _module(name, shape, num_outputs, dtype):
-  height = shape[0]
+  """The flax module of model `name` for examples of `(H, W, C)` `shape`."""
   if name == "mlp":
     return MLP(num_outputs, dtype)
   if name == "lenet5":
     return LeNet5(num_outputs, _lenet5_first_padding(shape), dtype)
   if name == "vgg11":
     return VGG11(num_outputs, dtype)
-  imagenet_stem = height > _CIFAR_STEM_MAX_HEIGHT
+  imagenet_stem = shape[0] > _CIFAR_STEM_MAX_HEIGHT
   if name == "resnet18":
-    stages = (2, 2, 2) if height <= _RESNET18_SMALL_HEIGHT else (2, 2, 2, 2)
+    small = shape[0] <= _RESNET18_SMALL_HEIGHT
+    stages = (2, 2, 2) if small else (2, 2, 2, 2)
     return ResNet(BasicBlock, stages, num_outputs, imagenet_stem, dtype)
   return ResNet(Bottleneck, (3, 8, 36, 3), num_outputs, imagenet_stem, dtype)
 
@@ -242,13 +246,17 @@ def get(name: str, input_shape: tuple, num_outputs: int,
     raise ValueError(f"num_outputs must be a positive int; got {num_outputs}")
   num_outputs = int(num_outputs)
   shape = _example_shape(input_shape)
+  built_for = tuple(input_shape)
   module = _module(name, shape, num_outputs, dtype)
+  # One compilation is much faster than running the initialisers eagerly.
+  init_jit = jax.jit(
+      lambda key: module.init(key, jnp.zeros((1,) + shape, dtype)))
 
-  def init(key, example_shape=None):
-    if example_shape is not None and _example_shape(example_shape) != shape:
-      raise ValueError(f"init got input_shape {tuple(example_shape)}, but "
-                       f"the model was built for {tuple(input_shape)}")
-    return module.init(key, jnp.zeros((1,) + shape, dtype))
+  def init(key, input_shape=None):
+    if input_shape is not None and _example_shape(input_shape) != shape:
+      raise ValueError(f"init got input_shape {tuple(input_shape)}, but the "
+                       f"model was built for {built_for}")
+    return init_jit(key)
 
   def apply(variables, x, train=False):
     x = jnp.asarray(x)
@@ -257,7 +265,7 @@ def get(name: str, input_shape: tuple, num_outputs: int,
       x = x[..., None]
     if x.ndim != 4 or x.shape[1:] != shape:
       raise ValueError(f"apply expects inputs shaped (batch, *input_shape) "
-                       f"with input_shape {tuple(input_shape)} (as given to "
+                       f"with input_shape {built_for} (as given to "
                        f"get); got per-example shape {x_shape}")
     x = x.astype(dtype)
     if not train:

@@ -14,8 +14,15 @@ from jaxcc import losses
 M = 10  # outputs of F per input (classes)
 
 
+_PARAMS = {}
+
+
 def _init(code, input_shape, seed=0):
-  return code.init(jax.random.PRNGKey(seed), input_shape, (M,))
+  """`code.init`, shared between tests (init compiles once per shape)."""
+  cache_key = (code.name, tuple(input_shape), seed)
+  if cache_key not in _PARAMS:
+    _PARAMS[cache_key] = code.init(jax.random.PRNGKey(seed), input_shape, (M,))
+  return _PARAMS[cache_key]
 
 
 def _outputs(code, batch=2, seed=1):

@@ -58,8 +58,8 @@ def berrut(k: int, r: int, nodes=None) -> _code.Code:
   Args:
     k: data inputs per group (>= 1).
     r: parities per group (>= 1).
-    nodes: optional k + r distinct finite reals, data nodes first then parity
-      nodes; defaults to `default_nodes(k, r)`.
+    nodes: optional k + r finite reals, distinct in float32, data nodes
+      first then parity nodes; defaults to `default_nodes(k, r)`.
   """
   _code.validate_k_r(k, r)
   if r < 1:
@@ -74,7 +74,7 @@ def berrut(k: int, r: int, nodes=None) -> _code.Code:
                        f"shape {np.shape(nodes)}")
     if not np.all(np.isfinite(nodes_N)):
       raise ValueError(f"nodes must be finite, got {nodes_N}")
-    if len(np.unique(nodes_N)) != n:
+    if len(np.unique(nodes_N.astype(np.float32))) != n:
       raise ValueError(f"nodes must be distinct, got {nodes_N}")
   g_RK = berrut_weights(nodes_N[k:], nodes_N[:k])
 

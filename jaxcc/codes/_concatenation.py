@@ -48,12 +48,11 @@ def concatenation(k: int, method: str = "linear") -> _code.Code:
 
   return _code.make_code(
       k, 1, f"concatenation(k={k})", _code.no_params, encode=encode,
-      decode=lambda params, y_BN, available_N: decoder.decode(
-          params, y_BN, available_N))
+      decode=decoder.decode, parity_target=decoder.parity_target)
 
 
 def tile(x_BK, rows, cols, method="linear") -> jax.Array:
-  """Downsamples `x_BK` `(B, k, H, W, ...)` into one `(B, 1, H, W, ...)` collage."""
+  """Downsamples `(B, k, H, W, ...)` images into a `(B, 1, H, W, ...)` tile."""
   if jnp.ndim(x_BK) < 4:
     raise ValueError(
         "concatenation expects images shaped (batch, k, H, W) or "

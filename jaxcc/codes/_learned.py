@@ -23,6 +23,7 @@ Params are plain pytrees of float32 arrays:
 Init: conv kernels Xavier uniform, FC kernels N(0, 0.01^2), biases 0.
 """
 
+import functools
 import math
 
 import jax
@@ -48,7 +49,11 @@ def learned(k: int, r: int = 1, encoder: str = "mlp") -> _code.Code:
 
   Returns:
     A `Code` whose `init(key, input_shape, output_shape)` takes the shape of
-    one input image, (H, W) or (H, W, C), and of one output of F.
+    one input image, (H, W) or (H, W, C), and of one output of F. The MLP
+    encoder only takes images of the size it was initialised for (encode
+    raises otherwise); the conv encoder takes any H and W, and neither
+    depends on C (colour channels share the encoder). The decoder checks
+    that (k+r) * prod(output_shape) matches its first layer.
   """
   erasures.check_k_r(k, r)
   if r < 1:
@@ -59,14 +64,9 @@ def learned(k: int, r: int = 1, encoder: str = "mlp") -> _code.Code:
 
   def init(key, input_shape, output_shape):
     height, width = _image_size(input_shape)
-    output_shape = _output_shape(output_shape)
-    enc_key, dec_key = jax.random.split(key)
-    if encoder == "mlp":
-      enc = _init_mlp_encoder(enc_key, k, r, height * width)
-    else:
-      enc = _init_conv_encoder(enc_key, k, r)
-    dec = _init_decoder(dec_key, k, r, math.prod(output_shape))
-    return {"encoder": enc, "decoder": dec}
+    m = math.prod(_output_shape(output_shape))
+    pixels = height * width if encoder == "mlp" else 0  # conv: any size
+    return _init_params(key, k, r, encoder, pixels, m)
 
   def encode(params, x_BK):
     return _encode(params["encoder"], x_BK, k, r, encoder)
@@ -76,6 +76,59 @@ def learned(k: int, r: int = 1, encoder: str = "mlp") -> _code.Code:
 
   return _code.make_code(k, r, f"learned(k={k}, r={r}, encoder={encoder!r})",
                          init, encode, decode)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _init_params(key, k, r, encoder, pixels, m):
+  """All parameters; one normal and one uniform draw for the whole tree.
+
+  Drawing per layer would put a separate RNG program per layer into the
+  compiled init, which takes seconds to compile on CPU.
+  """
+  if encoder == "mlp":
+    enc = _mlp_encoder_shapes(k, r, pixels)
+  else:
+    enc = _conv_encoder_shapes(k, r)
+  shapes = {"encoder": enc, "decoder": _decoder_shapes(k, r, m)}
+  kernels = {path: shape for path, shape in _kernel_paths(shapes)}
+  fc = [p for p, shape in kernels.items() if len(shape) == 2]
+  conv = [p for p, shape in kernels.items() if len(shape) == 4]
+  normal_key, uniform_key = jax.random.split(key)
+  normal = jax.random.normal(
+      normal_key, (sum(math.prod(kernels[p]) for p in fc),), jnp.float32)
+  uniform = jax.random.uniform(
+      uniform_key, (sum(math.prod(kernels[p]) for p in conv),), jnp.float32,
+      -1.0, 1.0)
+  values = {}
+  for paths, flat, scale in ((fc, normal, _fc_scale),
+                             (conv, uniform, _xavier_bound)):
+    start = 0
+    for path in paths:
+      shape = kernels[path]
+      size = math.prod(shape)
+      values[path] = scale(shape) * flat[start:start + size].reshape(shape)
+      start += size
+  return {part: {name: {"kernel": values[(part, name)],
+                        "bias": jnp.zeros(layer["bias"], jnp.float32)}
+                 for name, layer in layers.items()}
+          for part, layers in shapes.items()}
+
+
+def _kernel_paths(shapes):
+  for part, layers in shapes.items():
+    for name, layer in layers.items():
+      yield (part, name), layer["kernel"]
+
+
+def _fc_scale(shape):
+  del shape
+  return FC_INIT_STD
+
+
+def _xavier_bound(shape_HWIO):
+  """Glorot & Bengio's uniform bound sqrt(6 / (fan_in + fan_out))."""
+  h, w, c_in, c_out = shape_HWIO
+  return math.sqrt(6.0 / (h * w * (c_in + c_out)))
 
 
 def _image_size(input_shape):
@@ -98,41 +151,34 @@ def _output_shape(output_shape):
   return tuple(int(d) for d in shape)
 
 
-def _dense_init(key, n_in, n_out):
-  return {"kernel": FC_INIT_STD * jax.random.normal(key, (n_in, n_out),
-                                                    jnp.float32),
-          "bias": jnp.zeros((n_out,), jnp.float32)}
+def _dense_shapes(n_in, n_out):
+  return {"kernel": (n_in, n_out), "bias": (n_out,)}
 
 
-def _conv_init(key, size, c_in, c_out):
-  kernel_HWIO = jax.nn.initializers.xavier_uniform()(
-      key, (size, size, c_in, c_out), jnp.float32)
-  return {"kernel": kernel_HWIO, "bias": jnp.zeros((c_out,), jnp.float32)}
+def _conv_shapes(size, c_in, c_out):
+  return {"kernel": (size, size, c_in, c_out), "bias": (c_out,)}
 
 
-def _init_mlp_encoder(key, k, r, pixels):
-  key1, key2 = jax.random.split(key)
-  return {"fc_0": _dense_init(key1, k * pixels, k * pixels),
-          "fc_1": _dense_init(key2, k * pixels, r * pixels)}
+def _mlp_encoder_shapes(k, r, pixels):
+  return {"fc_0": _dense_shapes(k * pixels, k * pixels),
+          "fc_1": _dense_shapes(k * pixels, r * pixels)}
 
 
-def _init_conv_encoder(key, k, r):
+def _conv_encoder_shapes(k, r):
   width = CONV_WIDTH_PER_INPUT * k
-  keys = jax.random.split(key, len(CONV_DILATIONS) + 1)
-  params = {}
+  layers = {}
   c_in = k
-  for i, key_i in enumerate(keys[:-1]):
-    params[f"conv_{i}"] = _conv_init(key_i, 3, c_in, width)
+  for i in range(len(CONV_DILATIONS)):
+    layers[f"conv_{i}"] = _conv_shapes(3, c_in, width)
     c_in = width
-  params[f"conv_{len(CONV_DILATIONS)}"] = _conv_init(keys[-1], 1, width, r)
-  return params
+  layers[f"conv_{len(CONV_DILATIONS)}"] = _conv_shapes(1, width, r)
+  return layers
 
 
-def _init_decoder(key, k, r, m):
-  keys = jax.random.split(key, 3)
-  return {"fc_0": _dense_init(keys[0], (k + r) * m, k * m),
-          "fc_1": _dense_init(keys[1], k * m, k * m),
-          "fc_2": _dense_init(keys[2], k * m, k * m)}
+def _decoder_shapes(k, r, m):
+  return {"fc_0": _dense_shapes((k + r) * m, k * m),
+          "fc_1": _dense_shapes(k * m, k * m),
+          "fc_2": _dense_shapes(k * m, k * m)}
 
 
 def _dense(layer, x):

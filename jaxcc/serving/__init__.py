@@ -1,0 +1,29 @@
+"""Coded prediction serving: a frontend that rebuilds late predictions.
+
+See docs/SERVING.md. Backends: `LocalPool` (worker processes on this
+machine) and Ray Serve (`jaxcc.serving.ray_backend`, needs `ray[serve]`).
+"""
+
+from jaxcc.serving._faults import Faults
+from jaxcc.serving._faults import Injector
+from jaxcc.serving._faults import schedule
+from jaxcc.serving._frontend import Frontend
+from jaxcc.serving._frontend import Prediction
+from jaxcc.serving._frontend import SOURCES
+from jaxcc.serving._http import Client
+from jaxcc.serving._http import Endpoint
+from jaxcc.serving._http import HttpError
+from jaxcc.serving._http import serve_http
+from jaxcc.serving._local import LocalPool
+from jaxcc.serving._pool import InstanceFailed
+from jaxcc.serving._pool import SharedQueuePool
+from jaxcc.serving._served import Served
+from jaxcc.serving._served import flax_model
+from jaxcc.serving._served import from_workdir
+from jaxcc.serving._served import linear
+from jaxcc.serving._served import linear_model
+
+__all__ = ["Client", "Endpoint", "Faults", "Frontend", "HttpError",
+           "InstanceFailed", "Injector", "LocalPool", "Prediction", "SOURCES",
+           "Served", "SharedQueuePool", "flax_model", "from_workdir", "linear",
+           "linear_model", "schedule", "serve_http"]

@@ -1,0 +1,144 @@
+"""The tail-latency experiment (paper §V-F) on any backend.
+
+Modes, for m base-model instances and coding parameter k:
+
+- "none": m instances of F, no redundancy;
+- "equal-resources": m + m/k instances of F on the shared queue;
+- "hedged": the same m + m/k instances; a query still unanswered after
+  `hedge_after_s` is sent again (Dean and Barroso), the first answer wins;
+- "parm": m instances of F and m/k of the parity model, coding groups of k.
+
+Queries arrive as a Poisson process; a latency is measured from when the
+frontend receives a query to when it answers, as in the paper.
+"""
+
+import asyncio
+import time
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import numpy as np
+
+from jaxcc.serving import _faults
+from jaxcc.serving import _frontend
+
+MODES = ("none", "equal-resources", "hedged", "parm")
+PERCENTILES = (50.0, 99.0, 99.5, 99.9)
+
+
+class Run(NamedTuple):
+  """What one mode served."""
+  predictions: list  # one `Prediction` per query, in arrival order
+  counts: dict  # originals, reconstructions, defaults, failures
+  encode_us: list  # per coding group
+  decode_us: list  # per decoded group
+
+
+def instance_counts(mode: str, k: int, num_base: int) -> tuple:
+  """`(base instances, parity instances)` of a mode."""
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+  if num_base % k:
+    raise ValueError(f"num_base={num_base} must be a multiple of k={k} so "
+                     "that the redundant instances number num_base / k")
+  extra = num_base // k
+  return {"none": (num_base, 0), "equal-resources": (num_base + extra, 0),
+          "hedged": (num_base + extra, 0), "parm": (num_base, extra)}[mode]
+
+
+async def run_mode(mode: str, served, make_pool: Callable, queries, *,
+                   rate: float, k: int, num_base: int,
+                   faults: _faults.Faults, seed: int,
+                   group_timeout_s: Optional[float] = None,
+                   deadline_s: Optional[float] = None,
+                   hedge_after_s: Optional[float] = None) -> Run:
+  """Serves `queries` at Poisson `rate` in one mode.
+
+  Args:
+    mode: one of `MODES`.
+    served: a `Served` system; for "parm" its code must have this k.
+    make_pool: `async (factory, num_instances, intervals, seed) -> pool`.
+    queries: the model inputs, one `(B, ...)` batch per query.
+    rate: mean arrivals per second.
+    k: coding parameter (sets the redundant instances in every mode).
+    num_base: m, the base-model instances of "none" and "parm".
+    faults: slowdowns (and more) to inject into every instance.
+    seed: seed of the arrivals and faults.
+    group_timeout_s: frontend group timeout ("parm").
+    deadline_s: frontend deadline, after which the default is served.
+    hedge_after_s: delay of the second copy ("hedged").
+  """
+  if mode == "parm" and served.code.k != k:
+    raise ValueError(f"parm with k={k} needs parity models for k={k}, got "
+                     f"a code with k={served.code.k}")
+  num_base_pool, num_parity = instance_counts(mode, k, num_base)
+  horizon_s = 2.0 * len(queries) / rate + 60.0
+  intervals = _faults.schedule(faults, num_base_pool + num_parity, horizon_s,
+                               seed)
+  pools = [await make_pool(served.base, num_base_pool,
+                           intervals[:num_base_pool], seed)]
+  if num_parity:
+    pools.append(await make_pool(served.parities[0], num_parity,
+                                 intervals[num_base_pool:], seed + 1))
+  frontend = _frontend.Frontend(
+      pools[0], served.default_output,
+      code=served.code if num_parity else None, parity_pools=pools[1:],
+      group_timeout_s=group_timeout_s, deadline_s=deadline_s,
+      hedge_after_s=hedge_after_s if mode == "hedged" else None)
+  try:
+    await frontend.start(np.shape(queries[0])[1:])
+    t0 = asyncio.get_running_loop().time()
+    for pool in pools:
+      pool.begin_faults(t0, horizon_s)
+    predictions = await poisson_load(frontend.predict, queries, rate, seed)
+  finally:
+    for pool in pools:
+      await pool.close()
+  return Run(predictions, dict(frontend.counts), frontend.encode_us,
+             frontend.decode_us)
+
+
+async def poisson_load(predict, queries, rate: float, seed: int) -> list:
+  """Sends each query at Poisson times; the answers in arrival order."""
+  loop = asyncio.get_running_loop()
+  arrivals = np.cumsum(np.random.default_rng(seed).exponential(
+      1.0 / rate, len(queries)))
+  start, tasks = loop.time(), []
+  for arrival, x in zip(arrivals, queries):
+    await asyncio.sleep(max(0.0, start + arrival - loop.time()))
+    tasks.append(asyncio.create_task(predict(x)))
+  return await asyncio.gather(*tasks)
+
+
+def latency_summary(predictions) -> dict:
+  """Median, p99, p99.5, p99.9 and mean latency in milliseconds."""
+  ms = 1e3 * np.array([p.latency_s for p in predictions])
+  summary = {f"p{q:g}": float(np.percentile(ms, q)) for q in PERCENTILES}
+  summary["mean"] = float(ms.mean())
+  return summary
+
+
+def coding_cost_us(code, input_shape, num_outputs: int,
+                   repeats: int = 1000) -> dict:
+  """Median encode and decode time of one group of single examples (us).
+
+  Measured in isolation, compiled and warm, as the frontend calls them
+  (jitted, results copied back to NumPy).
+  """
+  rng = np.random.default_rng(0)
+  x_BK = rng.random((1, code.k) + tuple(input_shape), np.float32)
+  y_BN = rng.random((1, code.k + code.r, num_outputs), np.float32)
+  available_N = np.arange(code.k + code.r) != 0
+  encode, decode = jax.jit(code.encode), jax.jit(code.decode)
+  calls = {"encode_us": lambda: np.asarray(encode({}, x_BK)),
+           "decode_us": lambda: np.asarray(decode({}, y_BN, available_N))}
+  cost = {}
+  for name, call in calls.items():
+    call()
+    times = []
+    for _ in range(repeats):
+      tic = time.perf_counter()
+      call()
+      times.append(time.perf_counter() - tic)
+    cost[name] = 1e6 * float(np.median(times))
+  return cost

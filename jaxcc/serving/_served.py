@@ -1,0 +1,124 @@
+"""What a serving system serves: F, its parity models, the code and I/O.
+
+Model instances run in other processes (worker processes, Ray replicas), so
+models are given as picklable *factories*: calling one (in the instance's
+process) builds and returns `fn(x_B...) -> y_BC`, a jitted function over
+NumPy arrays.
+"""
+
+import functools
+import json
+import os
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcc import codes
+from jaxcc import data
+from jaxcc import experiment
+from jaxcc import models
+
+
+class Served(NamedTuple):
+  """A base model, its parity models and how queries reach them.
+
+  Attributes:
+    base: factory of F.
+    parities: factories of the r parity models, in parity order.
+    code: the code whose parities the parity models compute.
+    input_shape: shape of one example as clients send it.
+    input_dtype: dtype clients send (e.g. uint8 images).
+    num_outputs: C, the length of one example's output.
+    preprocess: raw client input `(B, *input_shape)` -> float32 model input.
+  """
+  base: Callable[[], Callable]
+  parities: tuple
+  code: codes.Code
+  input_shape: tuple
+  input_dtype: np.dtype
+  num_outputs: int
+  preprocess: Callable[[np.ndarray], np.ndarray]
+
+  @property
+  def default_output(self) -> np.ndarray:
+    """Clipper's default prediction: a constant (all-zero) output."""
+    return np.zeros(self.num_outputs, np.float32)
+
+
+def flax_model(name, input_shape, num_outputs, model_variables):
+  """Factory of a `jaxcc.models` model with the given variables."""
+  return functools.partial(_flax_fn, name, tuple(input_shape), num_outputs,
+                           jax.tree.map(np.asarray, model_variables))
+
+
+def linear_model(w_DC):
+  """Factory of `x -> flatten(x) @ w`: exact under any linear code."""
+  return functools.partial(_linear_fn, np.asarray(w_DC, np.float32))
+
+
+def linear(w_DC, k: int, input_shape) -> Served:
+  """A linear F served with the summation code and F_P = F (exact)."""
+  factory = linear_model(w_DC)
+  return Served(base=factory, parities=(factory,), code=codes.summation(k),
+                input_shape=tuple(input_shape), input_dtype=np.dtype(
+                    np.float32), num_outputs=int(np.shape(w_DC)[1]),
+                preprocess=_as_float32)
+
+
+def from_workdir(workdir: str):
+  """F and its parity models trained by `train.py` in `workdir`.
+
+  Returns:
+    `(served, dataset)`: the `Served` system (uint8 images in, normalised
+    inside) and the experiment's dataset (its test split makes queries).
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir} has no config.json: train it with train.py")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  exp = experiment.setup(config, workdir)
+  if exp.approach != "parity-model":
+    raise ValueError(f"{workdir} trained a {exp.approach!r} stage; serving "
+                     "needs parity models")
+  base = experiment.restore_base(exp)
+  stage2 = experiment.restore_stage2(exp, base)
+  stacked = experiment.variables(stage2.params, stage2.batch_stats)
+  ds = exp.dataset
+
+  def factory(model_variables):
+    return flax_model(config.model, ds.input_shape, exp.model.num_outputs,
+                      model_variables)
+
+  served = Served(
+      base=factory(experiment.variables(base.params, base.batch_stats)),
+      parities=tuple(factory(jax.tree.map(lambda a, j=j: a[j], stacked))
+                     for j in range(exp.code.r)),
+      code=exp.code, input_shape=tuple(ds.input_shape),
+      input_dtype=np.dtype(np.uint8), num_outputs=exp.model.num_outputs,
+      preprocess=functools.partial(_normalize, np.asarray(ds.mean),
+                                   np.asarray(ds.std)))
+  return served, ds
+
+
+def _flax_fn(name, input_shape, num_outputs, model_variables):
+  model = models.get(name, input_shape, num_outputs)
+  apply = jax.jit(model.apply)
+  return lambda x_B: np.asarray(apply(model_variables, x_B))
+
+
+def _linear_fn(w_DC):
+  w = jnp.asarray(w_DC)
+  apply = jax.jit(lambda x_B: x_B.reshape(x_B.shape[0], -1) @ w)
+  return lambda x_B: np.asarray(apply(x_B))
+
+
+def _normalize(mean, std, images):
+  return np.asarray(data.normalize(images, mean, std), np.float32)
+
+
+def _as_float32(x):
+  return np.asarray(x, np.float32)

@@ -1,0 +1,74 @@
+"""Data loading (embedded, npz, tfds mock) and coding groups."""
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from jaxcc import data
+
+
+def test_embedded_is_real_mnist():
+  ds = data.load("embedded")
+  assert ds.input_shape == (28, 28, 1) and ds.num_classes == 10
+  assert len(ds.train.label) + len(ds.validation.label) + len(
+      ds.test.label) == 5000
+  assert ds.train.image.dtype == np.uint8
+  assert 0.12 < ds.mean[0] < 0.14  # the well-known MNIST pixel mean
+
+
+def _write_npz(directory, n_train=40, n_test=10, shape=(6, 6)):
+  rng = np.random.default_rng(0)
+  for split, n in (("train", n_train), ("test", n_test)):
+    np.savez(directory / f"{split}.npz",
+             image=rng.integers(0, 255, (n,) + shape, dtype=np.uint8),
+             label=rng.integers(0, 3, n))
+
+
+def test_npz_directory(tmp_path):
+  _write_npz(tmp_path)
+  ds = data.load(f"npz:{tmp_path}", validation_size=8)
+  assert ds.input_shape == (6, 6, 1)
+  assert len(ds.train.label) == 32 and len(ds.validation.label) == 8
+  assert len(ds.test.label) == 10
+
+
+def test_tfds_mock():
+  with tfds.testing.mock_data(num_examples=30):
+    ds = data.load("mnist", validation_size=5)
+  assert ds.input_shape == (28, 28, 1)
+  assert len(ds.train.label) == 25 and len(ds.test.label) == 30
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_such_dataset_xyz", "unknown dataset"),
+    ("npz:/nonexistent/dir", "does not exist"),
+    ("", "non-empty"),
+])
+def test_bad_names(name, message):
+  with pytest.raises(ValueError, match=message):
+    data.load(name)
+
+
+def test_npz_missing_test_split(tmp_path):
+  _write_npz(tmp_path)
+  (tmp_path / "test.npz").unlink()
+  with pytest.raises(ValueError, match="test.npz"):
+    data.load(f"npz:{tmp_path}")
+
+
+def test_epoch_groups_use_each_sample_at_most_once():
+  groups = data.epoch_groups(jax.random.PRNGKey(0), 103, 3, 4)
+  assert groups.shape == (8, 4, 3)
+  flat = np.asarray(groups).ravel()
+  assert len(np.unique(flat)) == len(flat)
+  other = data.epoch_groups(jax.random.PRNGKey(1), 103, 3, 4)
+  assert not np.array_equal(groups, other)  # fresh permutation per epoch
+
+
+def test_test_groups_are_seeded():
+  a, b = data.test_groups(10, 3, seed=0), data.test_groups(10, 3, seed=0)
+  np.testing.assert_array_equal(a, b)
+  assert a.shape == (3, 3) and len(np.unique(a)) == 9
+  with pytest.raises(ValueError):
+    data.test_groups(2, 3)

@@ -1,0 +1,96 @@
+"""Training learned codes through the frozen F over every erasure pattern."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import learned as learned_config
+from jaxcc import erasures
+from jaxcc import evaluation
+from jaxcc import experiment
+from jaxcc import training
+
+_TINY = "base_epochs=1,epochs=1,validation_size=200,checkpoint_every_secs=0"
+
+
+def _setup(encoder, workdir):
+  config = learned_config.get_config(f"{_TINY},encoder={encoder}")
+  exp = experiment.setup(config, str(workdir))
+  base = experiment.init_base(exp, jax.random.PRNGKey(0))
+  code_state = experiment.init_stage2(exp, jax.random.PRNGKey(1), base)
+  base_vars = experiment.variables(base.params, base.batch_stats)
+  images = exp.dataset.train.image[:2 * 6].reshape(6, 2, 28, 28, 1)
+  x = (images / 255.0 - exp.dataset.mean) / exp.dataset.std
+  outputs = evaluation.base_apply_groups(exp.model, base_vars,
+                                         jnp.asarray(x, jnp.float32))
+  labels = exp.dataset.train.label[:12].reshape(6, 2)
+  return exp, base_vars, code_state, (jnp.asarray(x, jnp.float32), outputs,
+                                      labels)
+
+
+@pytest.fixture(scope="module", params=["mlp", "conv"])
+def setup(request, tmp_path_factory):
+  return _setup(request.param, tmp_path_factory.mktemp("learned"))
+
+
+@pytest.mark.parametrize("loss_name", ["mse-base", "kl-base", "xent-label"])
+def test_loss_is_mean_of_per_pattern_losses(setup, loss_name):
+  exp, base_vars, state, batch = setup
+  params = jax.tree.map(lambda a: 30 * a, state.params)  # away from ~0 output
+  patterns = erasures.patterns(2, 1)
+  all_at_once = training.learned_loss(exp.code, exp.model, loss_name,
+                                      patterns)
+  one_by_one = [training.learned_loss(exp.code, exp.model, loss_name, p[None])
+                for p in patterns]
+  total = jax.jit(all_at_once)(params, base_vars, *batch)
+  singles = [float(fn(params, base_vars, *batch)) for fn in one_by_one]
+  np.testing.assert_allclose(float(total), np.mean(singles), rtol=1e-5)
+  assert len(set(singles)) == len(singles)  # the patterns really differ
+
+
+def test_epoch_compiles_once_and_leaves_f_untouched(tmp_path):
+  exp, base_vars, state, _ = _setup("mlp", tmp_path)
+  ds = exp.dataset
+  images, labels = ds.train.image[:256], ds.train.label[:256]  # 2 steps
+  outputs = evaluation.predict(exp.model, base_vars, images, ds.mean, ds.std)
+  before = jax.tree.map(np.array, base_vars)
+  epoch = training._learned_epoch(exp)  # pylint: disable=protected-access
+  args = dict(images=jnp.asarray(images), outputs=jnp.asarray(outputs),
+              labels=jnp.asarray(labels), base_vars=base_vars)
+  params_before = jax.tree.map(np.array, state.params)
+  state, losses = epoch(state, jax.random.PRNGKey(0), **args)
+  state, losses = epoch(state, jax.random.PRNGKey(1), **args)
+  assert epoch._cache_size() == 1  # pylint: disable=protected-access
+  assert np.all(np.isfinite(losses))
+  jax.tree.map(np.testing.assert_array_equal, before,
+               jax.tree.map(np.array, base_vars))
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), params_before,
+                         jax.tree.map(np.array, state.params))
+  assert all(jax.tree.leaves(changed["encoder"]))  # gradients reach E via F
+  assert all(jax.tree.leaves(changed["decoder"]))
+
+
+def test_parities_go_through_the_same_frozen_f(setup):
+  exp, base_vars, state, batch = setup
+  loss = training.learned_loss(exp.code, exp.model, "mse-base",
+                               erasures.patterns(2, 1))
+  other_f = jax.tree.map(lambda a: a * 1.5, base_vars)
+  # Data outputs are fixed by `batch`; only the parities' pass through F
+  # can make the loss depend on F's parameters.
+  assert float(loss(state.params, base_vars, *batch)) != float(
+      loss(state.params, other_f, *batch))
+  grads = jax.grad(loss, argnums=1)(state.params, base_vars, *batch)
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("encoder=transformer", "unknown encoder"),
+    ("loss=hinge", "unknown loss"),
+    ("k=0", "k must be"),
+    ("r=0", "r >= 1"),
+])
+def test_bad_learned_configs(tmp_path, extra, message):
+  with pytest.raises(ValueError, match=message):
+    training.train(learned_config.get_config(f"{_TINY},{extra}"),
+                   str(tmp_path))

@@ -1,0 +1,196 @@
+"""The coding frontend, pools, faults and simulator, in virtual time (fast)."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+import jaxcc
+from jaxcc import serving
+from jaxcc.serving import _bench
+from jaxcc.serving import _simulator
+
+
+class _Instance:
+  """An in-process instance: answers `fn(x)` after a service time.
+
+  `slow(call_index)` gives an extra delay, None to never answer, or an
+  exception to fail with (as a crashed instance does).
+  """
+  alive = True
+
+  def __init__(self, fn, service_s=1e-3, slow=lambda i: 0.0):
+    self.fn, self.service_s, self.slow = fn, service_s, slow
+    self.calls = 0
+
+  def call(self, x_B, delay_s, drop):
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    extra = self.slow(self.calls)
+    self.calls += 1
+    if isinstance(extra, Exception):
+      future.set_exception(extra)
+    elif extra is not None and not drop:
+      loop.call_later(self.service_s + delay_s + extra, future.set_result,
+                      self.fn(x_B))
+    return future
+
+
+def _linear_f(seed=0, d=6, c=4):
+  w = np.random.default_rng(seed).normal(size=(d, c)).astype(np.float32)
+  return lambda x: (x.reshape(len(x), -1) @ w).astype(np.float32)
+
+
+async def _serve(frontend, queries, gap_s=1e-3):
+  await frontend.start(queries[0].shape[1:])
+  tasks = []
+  for x in queries:
+    tasks.append(asyncio.create_task(frontend.predict(x)))
+    await asyncio.sleep(gap_s)
+  return await asyncio.gather(*tasks)
+
+
+def _queries(n, seed=1, shape=(1, 6)):
+  rng = np.random.default_rng(seed)
+  return [rng.normal(size=shape).astype(np.float32) for _ in range(n)]
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_reconstructions_through_frontend_equal_exact_answer(k):
+  f = _linear_f()
+  rng = np.random.default_rng(k)
+  slow = lambda i: 1.0 if rng.random() < 0.3 else 0.0  # noqa: E731
+  base = serving.SharedQueuePool([_Instance(f, slow=slow) for _ in range(4)])
+  parity = serving.SharedQueuePool([_Instance(f) for _ in range(2)])
+  frontend = serving.Frontend(base, np.zeros(4), code=jaxcc.codes.summation(k),
+                              parity_pools=[parity])
+  queries = _queries(10 * k, shape=(2, 6))  # Queries of 2 examples.
+  answers = _simulator.simulate(_serve(frontend, queries))
+  for x, answer in zip(queries, answers):
+    np.testing.assert_allclose(answer.output, f(x), rtol=1e-5, atol=1e-5)
+  sources = [a.source for a in answers]
+  assert sources.count("reconstruction") >= 2
+  assert frontend.counts["reconstruction"] == sources.count("reconstruction")
+  assert min(a.latency_s for a in answers  # Rebuilt, not waited for 1 s.
+             if a.source == "reconstruction") < 0.1
+  assert len(frontend.decode_us) >= 2 and len(frontend.encode_us) == 10
+
+
+def _one_stalled_query(k, group_timeout_s, deadline_s):
+  """One query (a quiet period) whose base instance never answers."""
+  f = _linear_f()
+  base = serving.SharedQueuePool(
+      [_Instance(f, slow=lambda i: None if i == 1 else 0.0)])  # 0: F(0).
+  parity = serving.SharedQueuePool([_Instance(f)])
+  frontend = serving.Frontend(
+      base, np.full(4, -1.0), code=jaxcc.codes.summation(k),
+      parity_pools=[parity], group_timeout_s=group_timeout_s,
+      deadline_s=deadline_s)
+  queries = _queries(1)
+  (answer,) = _simulator.simulate(_serve(frontend, queries))
+  return f(queries[0]), answer, frontend
+
+
+def test_group_timeout_flushes_partial_group():
+  exact, answer, frontend = _one_stalled_query(3, 0.05, deadline_s=5.0)
+  assert answer.source == "reconstruction"
+  np.testing.assert_allclose(answer.output, exact, rtol=1e-5, atol=1e-5)
+  assert 0.05 <= answer.latency_s < 0.06
+  assert frontend.encode_us and frontend.counts["default"] == 0
+
+
+def test_without_group_timeout_the_deadline_serves_the_default():
+  _, answer, frontend = _one_stalled_query(3, None, deadline_s=0.2)
+  assert answer.source == "default"
+  np.testing.assert_array_equal(answer.output, np.full((1, 4), -1.0))
+  assert answer.latency_s == pytest.approx(0.2)
+  assert not frontend.encode_us  # The group never filled.
+
+
+def test_undecodable_group_serves_default_at_once_and_counts_failures():
+  f = _linear_f()
+  crash = serving.InstanceFailed("crashed")
+  base = serving.SharedQueuePool(
+      [_Instance(f, slow=lambda i: 0.0 if i == 0 else crash)])  # 0: F(0).
+  parity = serving.SharedQueuePool([_Instance(f, slow=lambda i: crash)])
+  frontend = serving.Frontend(base, np.zeros(4), parity_pools=[parity],
+                              code=jaxcc.codes.summation(2), deadline_s=10.0)
+  answers = _simulator.simulate(_serve(frontend, _queries(2)))
+  assert [a.source for a in answers] == ["default", "default"]
+  assert max(a.latency_s for a in answers) < 0.01  # Not at the deadline.
+  assert frontend.counts["failure"] == 3
+
+
+def test_hedged_copy_wins_and_queued_loser_is_withdrawn():
+  f = _linear_f()
+  slow_first = lambda i: 1.0 if i == 0 else 0.0  # noqa: E731
+  first, second = _Instance(f, slow=slow_first), _Instance(f)
+  frontend = serving.Frontend(serving.SharedQueuePool([first, second]),
+                              np.zeros(4), hedge_after_s=0.01)
+  (answer,) = _simulator.simulate(_serve(frontend, _queries(1)))
+  assert answer.source == "original"
+  assert answer.latency_s == pytest.approx(0.011)  # The copy on `second`.
+  assert (first.calls, second.calls) == (1, 1)
+  only = _Instance(f, slow=slow_first)
+  frontend = serving.Frontend(serving.SharedQueuePool([only]), np.zeros(4),
+                              hedge_after_s=0.01)
+  answers = _simulator.simulate(_serve(frontend, _queries(2), gap_s=2.0))
+  assert answers[0].latency_s == pytest.approx(1.001)
+  assert only.calls == 2  # The queued copy of query 0 never ran.
+
+
+def test_sim_parm_has_lower_tail_than_equal_resources_and_is_seeded():
+  service_s = np.random.default_rng(0).gamma(4.0, 2.5e-4, 500) + 5e-4
+  faults = serving.Faults(process="episodes", rate=0.5, duration_s=0.5,
+                          delay_s=0.05)
+  queries = [np.zeros((1, 1), np.float32)] * 3000
+
+  def run(mode, seed):
+    async def make_pool(factory, n, intervals, pool_seed):
+      del factory
+      rng = np.random.default_rng([pool_seed, 3])
+      return serving.SharedQueuePool(
+          [_simulator.SimInstance(service_s, rng) for _ in range(n)],
+          injector=serving.Injector(faults, intervals, pool_seed))
+    served = serving.linear(np.zeros((1, 1)), 2, (1,))
+    result = _simulator.simulate(_bench.run_mode(
+        mode, served, make_pool, queries, rate=300.0, k=2, num_base=4,
+        faults=faults, seed=seed, group_timeout_s=0.02))
+    return _bench.latency_summary(result.predictions), result.counts
+
+  parm, counts = run("parm", 0)
+  assert run("parm", 0) == (parm, counts)
+  assert run("parm", 1)[0] != parm
+  equal, _ = run("equal-resources", 0)
+  assert parm["p99.9"] < 0.7 * equal["p99.9"]
+  assert counts["reconstruction"] > 0 and counts["default"] == 0
+
+
+def test_fault_schedules():
+  faults = serving.Faults(process="episodes", rate=0.2, duration_s=0.5)
+  intervals = serving.schedule(faults, 50, 1000.0, seed=0)
+  slow_fraction = np.mean([np.sum(i[:, 1] - i[:, 0]) for i in intervals])
+  assert 0.07 < slow_fraction / 1000.0 < 0.12  # About 1 - exp(-0.1).
+  transfers = serving.Faults(process="transfers", pairs=2,
+                             bandwidth_mb_s=100.0)
+  intervals = serving.schedule(transfers, 6, 100.0, seed=0)
+  busy = [sum(serving._faults.is_slow(i, t) for i in intervals)  # pylint: disable=protected-access
+          for t in np.linspace(0.5, 99.5, 50)]
+  assert 2 <= min(busy) and max(busy) <= 4  # 2 pairs, some overlapping.
+  rng = np.random.default_rng(0)
+  never = np.zeros((0, 2))
+  assert serving._faults.extra_delay(transfers, never, 1.0, rng) == 0.0  # pylint: disable=protected-access
+  always = np.array([[0.0, 10.0]])
+  delays = [serving._faults.extra_delay(transfers, always, 1.0, rng)  # pylint: disable=protected-access
+            for _ in range(1000)]
+  assert min(delays) >= transfers.delay_s
+  assert max(delays) == transfers.max_delay_s
+
+
+def test_bad_fault_parameters_are_rejected():
+  with pytest.raises(ValueError, match="unknown slowdown process"):
+    serving.Faults(process="gremlins")
+  with pytest.raises(ValueError, match="non-negative"):
+    serving.Faults(drop_prob=1.5)
+  with pytest.raises(ValueError, match="multiple of k"):
+    _bench.instance_counts("parm", 3, 4)

@@ -1,0 +1,137 @@
+"""The HTTP endpoint: answers, and clear 4xx errors that disturb nobody."""
+
+import asyncio
+import io
+import json
+import socket
+
+import numpy as np
+import pytest
+
+import jaxcc
+from jaxcc import serving
+
+_SHAPE = (2, 3)
+_W = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+
+
+class _Instance:
+  alive = True
+
+  def call(self, x_B, delay_s, drop):
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    loop.call_later(1e-3, future.set_result, x_B.reshape(len(x_B), -1) @ _W)
+    return future
+
+
+def _npy(array):
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  return buffer.getvalue()
+
+
+def _post(body, content_type, extra=""):
+  return (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}"
+          f"\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+_IMAGE = np.arange(6, dtype=np.uint8).reshape(_SHAPE)
+_BAD = [  # (raw request, expected status, expected words in the error)
+    (_post(_npy(np.zeros((3, 3), np.uint8)), "application/x-npy"), 400,
+     "expected shape"),
+    (_post(_npy(np.zeros(_SHAPE, np.float32)), "application/x-npy"), 400,
+     "expected dtype uint8"),
+    (_post(_npy(np.zeros((9,) + _SHAPE, np.uint8)), "application/x-npy"),
+     400, "B <= 8"),
+    (_post(b"\x93NUMPY garbage", "application/x-npy"), 400, "not a .npy"),
+    (_post(b"{not json", "application/json"), 400, "must be JSON"),
+    (_post(b'{"inputs": [[1.5, 2, 3], [4, 5, 6]]}', "application/json"), 400,
+     "expected integers"),
+    (_post(b'{"inputs": [[1, 2, 300], [4, 5, 6]]}', "application/json"), 400,
+     "expected integers"),
+    (_post(b'{"inputs": [[1, 2], [4, 5, 6]]}', "application/json"), 400,
+     "must be JSON"),
+    (_post(b'{"inputs": "abc"}', "application/json"), 400, "numbers"),
+    (_post(b"1,2,3", "text/csv"), 415, "Content-Type"),
+    (b"POST /predict HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413,
+     "exceeds"),
+    (b"POST /predict HTTP/1.1\r\nContent-Type: application/json\r\n\r\n", 411,
+     "Content-Length"),
+    (b"GET /predict HTTP/1.1\r\n\r\n", 405, "takes POST"),
+    (b"GET /nowhere HTTP/1.1\r\n\r\n", 404, "no endpoint"),
+    (b"HELLO\r\n\r\n", 400, "malformed request line"),
+    (b"GET /stats HTTP/1.1\r\n" + b"X: y\r\n" * 100 + b"\r\n", 400,
+     "too many header lines"),
+]
+
+
+def _exchange(port, raw):
+  """Sends raw bytes on a fresh connection; `(status, JSON answer)`."""
+  with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    s.sendall(raw)
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while chunk := s.recv(65536):
+      data += chunk
+  head, _, body = data.partition(b"\r\n\r\n")
+  return int(head.split()[1]), json.loads(body)
+
+
+def _good_client(url, images):
+  """A client whose keep-alive connection also meets one bad request."""
+  client = serving.Client(url)
+  answers = []
+  for i, image in enumerate(images):
+    if i == len(images) // 2:
+      with pytest.raises(serving.HttpError, match="expected dtype"):
+        client.predict(image.astype(np.int64))
+    answers.append(client.predict(image, binary=i % 2 == 0))
+  stats = client.stats()
+  client.close()
+  return answers, stats
+
+
+def test_bad_requests_get_4xx_and_do_not_disturb_other_queries():
+  frontend = serving.Frontend(
+      serving.SharedQueuePool([_Instance(), _Instance()]), np.zeros(4),
+      code=jaxcc.codes.summation(2),
+      parity_pools=[serving.SharedQueuePool([_Instance()])],
+      group_timeout_s=0.01)
+  rng = np.random.default_rng(1)
+  images = [rng.integers(0, 256, size=_SHAPE, dtype=np.uint8)
+            for _ in range(30)]
+
+  async def scenario():
+    await frontend.start(_SHAPE)
+    endpoint = serving.Endpoint(
+        lambda x: frontend.predict(x.astype(np.float32)), _SHAPE, np.uint8,
+        lambda: dict(frontend.counts), max_batch=8)
+    server = await serving.serve_http(endpoint)
+    port = server.sockets[0].getsockname()[1]
+    try:
+      return await asyncio.wait_for(asyncio.gather(
+          asyncio.to_thread(_good_client, f"http://127.0.0.1:{port}", images),
+          *(asyncio.to_thread(_exchange, port, raw) for raw, _, _ in _BAD)),
+                                    60.0)
+    finally:
+      server.close()
+
+  (answers, stats), *bad = asyncio.run(scenario())
+  for image, answer in zip(images, answers):
+    np.testing.assert_allclose(answer["outputs"][0],
+                               image.reshape(-1).astype(np.float32) @ _W,
+                               rtol=1e-4, atol=1e-3)
+    assert answer["source"] in serving.SOURCES
+  for (raw, status, words), (got, answer) in zip(_BAD, bad):
+    assert (got, words) == (status, words) and words in answer["error"], raw
+  assert sum(stats[s] for s in serving.SOURCES) == len(images)
+
+
+def test_json_batch_and_single_example_shapes():
+  endpoint = serving.Endpoint(None, _SHAPE, np.uint8, dict, max_batch=4)
+  single = endpoint.parse(json.dumps({"inputs": _IMAGE.tolist()}).encode(),
+                          "application/json")
+  batch = endpoint.parse(_npy(np.stack([_IMAGE] * 3)), "application/x-npy")
+  assert single.shape == (1,) + _SHAPE and single.dtype == np.uint8
+  assert batch.shape == (3,) + _SHAPE
