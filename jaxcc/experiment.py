@@ -123,9 +123,6 @@ def init_stage2(exp: Experiment, key, base_state: TrainState) -> TrainState:
   else:
     vs = jax.vmap(exp.model.init)(jax.random.split(key, cfg.r))
     stacked = (vs["params"], vs.get("batch_stats", {}))
-  else:
-    raise ValueError(f"parity.init must be 'scratch' or 'base', got "
-                     f"{cfg.parity.init!r}")
   return TrainState(stacked[0], stacked[1],
                     optimizer(cfg.parity).init(stacked[0]))
 
