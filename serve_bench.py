@@ -4,8 +4,8 @@
       --outdir DIR
 
 Backends: "local" serves real MNIST queries with worker processes running the
-trained F and F_P (and first measures one instance's service times into
-DIR/service_times.json); "sim" simulates a cluster in virtual time with
+trained F and F_P (and first measures the instances' service times under the
+same load, without faults, into DIR/service_times.json); "sim" simulates a cluster in virtual time with
 service times drawn from such a file. Writes DIR/results.json and
 DIR/latency_cdf.png and prints a markdown table.
 """
@@ -77,7 +77,8 @@ async def _run_local(config, plan, outdir):
   index = np.arange(config.num_queries) % len(test.label)
   queries = [served.preprocess(test.image[i:i + 1]) for i in index]
   labels = test.label[index]
-  service_s = await _calibrate(served, queries[:config.calibration_queries])
+  service_s = await _calibrate(config, served,
+                               queries[:config.calibration_queries])
   with open(os.path.join(outdir, "service_times.json"), "w") as f:
     json.dump(service_s, f)
   hedge_after_s = float(np.quantile(service_s, config.hedge_quantile))
@@ -101,19 +102,23 @@ async def _run_local(config, plan, outdir):
   return rows
 
 
-async def _calibrate(served, queries):
-  """Service times of one unloaded instance, as the frontend sees them."""
-  pool = await serving.LocalPool.create(served.base, queries[0], 1)
-  loop = asyncio.get_running_loop()
-  times = []
+async def _calibrate(config, served, queries):
+  """Service times of the instances under the run's load, without faults.
+
+  Measured by the pool from dispatch to reply (worker compute, IPC and the
+  frontend's event loop), so the simulator sees what the frontend sees.
+  """
+  pool = await serving.LocalPool.create(served.base, queries[0],
+                                        config.num_base)
+
+  async def call(x_B):
+    return await pool.submit(x_B)
+
   try:
-    for x in queries:
-      start = loop.time()
-      await pool.submit(x)
-      times.append(loop.time() - start)
+    await _bench.poisson_load(call, queries, config.rate, config.seed)
   finally:
     await pool.close()
-  return times
+  return pool.service_s
 
 
 def _run_sim(config, plan):

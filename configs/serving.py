@@ -41,7 +41,7 @@ def get_config(arg: str = ""):
   c.deadline_ms = 2000.0  # then serve the default prediction (0: never)
   c.rpc_timeout_ms = 2000.0  # a response not back by then is lost
   c.hedge_quantile = 0.95  # hedge after this quantile of service times
-  c.calibration_queries = 500  # local: sequential queries to one instance
+  c.calibration_queries = 1000  # local: fault-free queries timing instances
   c.service_times = ""  # sim: service_times.json written by a local run
 
   c.faults = ml_collections.ConfigDict()

@@ -46,7 +46,7 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
   base_state = _run_stage(
       exp, "base", exp.base_dir, config.base,
       experiment_lib.init_base(exp, _key(config, "base")),
-      functools.partial(_base_epoch(exp), images=images,
+      functools.partial(base_epoch(exp), images=images,
                         labels=jax.device_put(ds.train.label)),
       lambda state: _base_validation(exp, state),
       examples_per_step=config.base.batch_size, workdir=workdir)
@@ -61,11 +61,11 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
   if exp.approach == "parity-model":
     targets = (outputs_NC if config.parity.target == "base" else
                np.eye(ds.num_classes, dtype=np.float32)[ds.train.label])
-    epoch_fn = functools.partial(_parity_epoch(exp), images=images,
+    epoch_fn = functools.partial(parity_epoch(exp), images=images,
                                  targets=jax.device_put(targets))
   else:
     epoch_fn = functools.partial(
-        _learned_epoch(exp), images=images,
+        learned_epoch(exp), images=images,
         outputs=jax.device_put(outputs_NC),
         labels=jax.device_put(ds.train.label), base_vars=base_vars)
   _run_stage(
@@ -147,7 +147,7 @@ def _normalizer(exp):
   return lambda images: data.normalize(images, mean, std)
 
 
-def _base_epoch(exp):
+def base_epoch(exp):
   """One epoch of cross-entropy training of F."""
   model, cfg = exp.model, exp.config.base
   opt, normalize = experiment_lib.optimizer(cfg), _normalizer(exp)
@@ -168,7 +168,7 @@ def _base_epoch(exp):
   return epoch
 
 
-def _parity_epoch(exp):
+def parity_epoch(exp):
   """One epoch of MSE training of the r parity models (stacked, vmapped)."""
   model, code, cfg = exp.model, exp.code, exp.config.parity
   opt, normalize = experiment_lib.optimizer(cfg), _normalizer(exp)
@@ -216,7 +216,7 @@ def learned_loss(code, model, loss_name, patterns_PN):
   return loss
 
 
-def _learned_epoch(exp):
+def learned_epoch(exp):
   """One epoch of training the learned encoder and decoder through F."""
   cfg = exp.config
   opt, normalize = experiment_lib.optimizer(cfg.parity), _normalizer(exp)

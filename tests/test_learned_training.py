@@ -55,7 +55,7 @@ def test_epoch_compiles_once_and_leaves_f_untouched(tmp_path):
   images, labels = ds.train.image[:256], ds.train.label[:256]  # 2 steps
   outputs = evaluation.predict(exp.model, base_vars, images, ds.mean, ds.std)
   before = jax.tree.map(np.array, base_vars)
-  epoch = training._learned_epoch(exp)  # pylint: disable=protected-access
+  epoch = training.learned_epoch(exp)
   args = dict(images=jnp.asarray(images), outputs=jnp.asarray(outputs),
               labels=jnp.asarray(labels), base_vars=base_vars)
   params_before = jax.tree.map(np.array, state.params)

@@ -57,7 +57,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path,
   training.train(config, str(tmp_path / "straight"))
   straight = evaluation.evaluate(config, str(tmp_path / "straight"))
 
-  real_parity_epoch = training._parity_epoch  # pylint: disable=protected-access
+  real_parity_epoch = training.parity_epoch
 
   def crashing_parity_epoch(exp):
     epoch_fn = real_parity_epoch(exp)
@@ -70,7 +70,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path,
       return epoch_fn(state, key, **kwargs)
     return epoch
 
-  monkeypatch.setattr(training, "_parity_epoch", crashing_parity_epoch)
+  monkeypatch.setattr(training, "parity_epoch", crashing_parity_epoch)
   with pytest.raises(_Interrupt):
     training.train(config, str(tmp_path / "resumed"))
   monkeypatch.undo()

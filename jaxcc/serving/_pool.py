@@ -37,6 +37,7 @@ class SharedQueuePool:
     self._waiting = collections.deque()  # (x, future)
     self._idle = collections.deque(range(len(self.instances)))
     self._token = [0] * len(self.instances)  # current dispatch of each slot
+    self.service_s = []  # dispatch-to-reply time of every answered request
 
   def submit(self, x_B) -> asyncio.Future:
     """Queues a request; the future resolves to the instance's output."""
@@ -79,14 +80,14 @@ class SharedQueuePool:
     loop = asyncio.get_running_loop()
     delay_s, drop = (0.0, False) if self._injector is None else (
         self._injector.draw(slot, loop.time()))
-    token = self._token[slot]
+    token, started = self._token[slot], loop.time()
     reply = self.instances[slot].call(x_B, delay_s, drop)
     timer = None if self._rpc_timeout_s is None else loop.call_later(
         self._rpc_timeout_s, self._finish, slot, token, future, None)
     reply.add_done_callback(
-        lambda r: self._finish(slot, token, future, r, timer))
+        lambda r: self._finish(slot, token, future, r, timer, started))
 
-  def _finish(self, slot, token, future, reply, timer=None):
+  def _finish(self, slot, token, future, reply, timer=None, started=None):
     """Ends one dispatch, by its reply or (reply None) by the timeout."""
     if timer is not None:
       timer.cancel()
@@ -95,6 +96,8 @@ class SharedQueuePool:
     if self._token[slot] != token:  # A late reply of a finished dispatch.
       return
     self._token[slot] += 1
+    if error is None:
+      self.service_s.append(asyncio.get_running_loop().time() - started)
     if not future.done():
       if error is None:
         future.set_result(reply.result())
