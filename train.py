@@ -8,6 +8,7 @@ Resumable: rerun the same command after an interruption.
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from jaxcc import evaluation
@@ -17,11 +18,24 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/parity.py",
                                           "Training configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, "
                                "metrics and results.", required=True)
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() first and train "
+    "data-parallel over the devices of every host (run on each host).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (multihost).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Number of hosts (multihost).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "Index of this host (multihost).")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if _MULTIHOST.value:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   training.train(_CONFIG.value, _WORKDIR.value)
   evaluation.evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -129,9 +129,11 @@ def evaluate(config, workdir: str) -> dict:
                            missing=config.get("eval_missing") or None)
   results.update(k=config.k, r=config.r, dataset=config.dataset,
                  model=config.model, code=exp.code.name, approach=exp.approach)
-  with open(os.path.join(workdir, "eval.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  plot_overall_accuracy(results, os.path.join(workdir, "overall_accuracy.png"))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    plot_overall_accuracy(results,
+                          os.path.join(workdir, "overall_accuracy.png"))
   experiment_lib.log(format_table(results))
   return results
 

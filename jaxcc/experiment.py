@@ -150,11 +150,15 @@ def restore_stage2(exp: Experiment, base_state: TrainState) -> TrainState:
 
 
 def append_metrics(workdir: str, record: dict) -> None:
+  if jax.process_index():
+    return
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write(json.dumps(record) + "\n")
 
 
 def log(message: str) -> None:
+  if jax.process_index():
+    return
   print(message, file=sys.stdout, flush=True)
 
 

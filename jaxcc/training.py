@@ -30,6 +30,7 @@ from jaxcc import erasures
 from jaxcc import evaluation
 from jaxcc import experiment as experiment_lib
 from jaxcc import losses
+from jaxcc import parallel
 from jaxcc.experiment import TrainState
 
 _STAGE_SEEDS = {"base": 1, "stage2": 2}
@@ -42,14 +43,17 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
     f.write(config.to_json(indent=2))
   exp = experiment_lib.setup(config, workdir)
   ds = exp.dataset
-  images = jax.device_put(ds.train.image)
+  mesh = parallel.data_mesh() if jax.device_count() > 1 else None
+  place = (lambda tree: parallel.replicate(mesh, tree)) if mesh else (
+      jax.device_put)
+  images = place(ds.train.image)
   base_state = _run_stage(
       exp, "base", exp.base_dir, config.base,
       experiment_lib.init_base(exp, _key(config, "base")),
-      functools.partial(base_epoch(exp), images=images,
-                        labels=jax.device_put(ds.train.label)),
+      functools.partial(base_epoch(exp, mesh), images=images,
+                        labels=place(ds.train.label)),
       lambda state: _base_validation(exp, state),
-      examples_per_step=config.base.batch_size, workdir=workdir)
+      examples_per_step=config.base.batch_size, workdir=workdir, place=place)
   if exp.approach == "none":
     return exp
   base_vars = experiment_lib.variables(base_state.params,
@@ -61,24 +65,24 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
   if exp.approach == "parity-model":
     targets = (outputs_NC if config.parity.target == "base" else
                np.eye(ds.num_classes, dtype=np.float32)[ds.train.label])
-    epoch_fn = functools.partial(parity_epoch(exp), images=images,
-                                 targets=jax.device_put(targets))
+    epoch_fn = functools.partial(parity_epoch(exp, mesh), images=images,
+                                 targets=place(targets))
   else:
     epoch_fn = functools.partial(
-        learned_epoch(exp), images=images,
-        outputs=jax.device_put(outputs_NC),
-        labels=jax.device_put(ds.train.label), base_vars=base_vars)
+        learned_epoch(exp, mesh), images=images, outputs=place(outputs_NC),
+        labels=place(ds.train.label), base_vars=place(base_vars))
   _run_stage(
       exp, "stage2", exp.stage2_dir, config.parity,
       experiment_lib.init_stage2(exp, _key(config, "stage2"), base_state),
       epoch_fn,
       lambda state: _coded_validation(exp, base_state, state, val_outputs),
-      examples_per_step=config.parity.batch_size, workdir=workdir)
+      examples_per_step=config.parity.batch_size, workdir=workdir,
+      place=place)
   return exp
 
 
 def _run_stage(exp, stage, directory, stage_config, state, epoch_fn,
-               validate, examples_per_step, workdir):
+               validate, examples_per_step, workdir, place):
   """Runs epochs from the last checkpoint to `stage_config.epochs`."""
   cfg = exp.config
   ckpt = checkpoints.Checkpointer(directory)
@@ -87,6 +91,7 @@ def _run_stage(exp, stage, directory, stage_config, state, epoch_fn,
     state, meta = ckpt.restore(state)
     start = meta["epoch"]
     experiment_lib.log(f"[{stage}] resuming from epoch {start} ({directory})")
+  state = place(state)
   epochs = stage_config.epochs
   key = _key(cfg, stage)
   last_save = time.monotonic()
@@ -147,20 +152,24 @@ def _normalizer(exp):
   return lambda images: data.normalize(images, mean, std)
 
 
-def base_epoch(exp):
-  """One epoch of cross-entropy training of F."""
+def base_epoch(exp, mesh=None):
+  """One epoch of cross-entropy training of F (data-parallel over `mesh`)."""
   model, cfg = exp.model, exp.config.base
   opt, normalize = experiment_lib.optimizer(cfg), _normalizer(exp)
+  parallel.check_batch(mesh, cfg.batch_size, "base.batch_size")
 
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, key, images, labels):
     def step(state, idx_B):
+      x_B, labels_B = parallel.shard_batch(mesh, normalize(images[idx_B]),
+                                           labels[idx_B])
+
       def loss_fn(params):
         logits, stats = model.apply(
-            experiment_lib.variables(params, state.batch_stats),
-            normalize(images[idx_B]), train=True)
+            experiment_lib.variables(params, state.batch_stats), x_B,
+            train=True)
         loss = optax.softmax_cross_entropy_with_integer_labels(
-            logits, labels[idx_B]).mean()
+            logits, labels_B).mean()
         return loss, stats
       return _apply_gradients(opt, state, loss_fn)
     return jax.lax.scan(step, state,
@@ -168,16 +177,19 @@ def base_epoch(exp):
   return epoch
 
 
-def parity_epoch(exp):
+def parity_epoch(exp, mesh=None):
   """One epoch of MSE training of the r parity models (stacked, vmapped)."""
   model, code, cfg = exp.model, exp.code, exp.config.parity
   opt, normalize = experiment_lib.optimizer(cfg), _normalizer(exp)
+  parallel.check_batch(mesh, cfg.batch_size, "parity.batch_size")
 
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, key, images, targets):
     def step(state, idx_BK):
-      parities_BR = code.encode({}, normalize(images[idx_BK]))
-      target_BRC = code.parity_target({}, targets[idx_BK])
+      x_BK, y_BK = parallel.shard_batch(mesh, normalize(images[idx_BK]),
+                                        targets[idx_BK])
+      parities_BR = code.encode({}, x_BK)
+      target_BRC = code.parity_target({}, y_BK)
 
       def loss_fn(params):
         out_RBC, stats_R = jax.vmap(
@@ -216,19 +228,22 @@ def learned_loss(code, model, loss_name, patterns_PN):
   return loss
 
 
-def learned_epoch(exp):
+def learned_epoch(exp, mesh=None):
   """One epoch of training the learned encoder and decoder through F."""
   cfg = exp.config
   opt, normalize = experiment_lib.optimizer(cfg.parity), _normalizer(exp)
+  parallel.check_batch(mesh, cfg.parity.batch_size, "parity.batch_size")
   loss = learned_loss(exp.code, exp.model, cfg.learned.loss,
                       erasures.patterns(cfg.k, cfg.r))
 
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, key, images, outputs, labels, base_vars):
     def step(state, idx_BK):
+      batch = parallel.shard_batch(mesh, normalize(images[idx_BK]),
+                                   outputs[idx_BK], labels[idx_BK])
+
       def loss_fn(params):
-        return loss(params, base_vars, normalize(images[idx_BK]),
-                    outputs[idx_BK], labels[idx_BK]), {}
+        return loss(params, base_vars, *batch), {}
       return _apply_gradients(opt, state, loss_fn)
     return jax.lax.scan(step, state, data.epoch_groups(
         key, images.shape[0], cfg.k, cfg.parity.batch_size))
