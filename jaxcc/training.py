@@ -94,7 +94,7 @@ def _run_stage(exp, stage, directory, stage_config, state, epoch_fn,
   state = place(state)
   epochs = stage_config.epochs
   key = _key(cfg, stage)
-  last_save = time.monotonic()
+  last_save = stage_began = time.monotonic()
   for epoch in range(start, epochs):
     began = time.perf_counter()
     state, loss_S = epoch_fn(state, jax.random.fold_in(key, epoch))
@@ -115,6 +115,12 @@ def _run_stage(exp, stage, directory, stage_config, state, epoch_fn,
       last_save = time.monotonic()
     experiment_lib.append_metrics(workdir, record)
     experiment_lib.log(_format_record(record, epochs))
+  if epochs > start:
+    seconds = time.monotonic() - stage_began
+    trained = (epochs - start) * record["examples_per_sec"] * record["seconds"]
+    experiment_lib.append_metrics(workdir, {
+        "stage": stage, "summary": True, "epochs": epochs - start,
+        "seconds": seconds, "examples_per_sec": trained / seconds})
   ckpt.close()
   return state
 

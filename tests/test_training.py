@@ -33,7 +33,12 @@ def test_train_and_evaluate_writes_metrics(tmp_path):
       "0.0", "0.01", "0.05", "0.1", "0.2", "0.5", "1.0"}
   assert os.path.exists(tmp_path / "overall_accuracy.png")
   lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert [l["stage"] for l in lines] == ["base"] * 2 + ["stage2"] * 3
+  assert [(l["stage"], l.get("epoch")) for l in lines] == [
+      ("base", 1), ("base", 2), ("base", None),
+      ("stage2", 1), ("stage2", 2), ("stage2", 3), ("stage2", None)]
+  summary = lines[-1]
+  assert summary["summary"] and summary["epochs"] == 3
+  assert summary["examples_per_sec"] > 0
 
 
 def test_base_model_is_not_in_parity_optimizer(tmp_path):
