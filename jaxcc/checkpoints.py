@@ -68,3 +68,25 @@ def _check_finite(state, directory, step):
       if not bool(jax.numpy.isfinite(leaf).all()):
         raise ValueError(f"checkpoint {step} in {directory} holds NaN or "
                          "infinite values; delete it to retrain the stage")
+
+
+def load_params(directory: str, step: Optional[int] = None):
+  """The parameters a training stage saved in `directory`, as a plain pytree.
+
+  Needs no config: e.g. `load_params("runs/x/stage2")` returns a learned
+  code's `{"encoder": ..., "decoder": ...}` (or the stacked parity models) to
+  use with `code.encode`/`code.decode` in another project.
+  """
+  manager = ocp.CheckpointManager(os.path.abspath(directory))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise ValueError(f"no checkpoint in {directory}")
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"checkpoint {step} in {directory} cannot be restored: "
+                     f"{type(e).__name__}: {str(e)[:300]}") from e
+  finally:
+    manager.close()
+  return restored.state["params"]
