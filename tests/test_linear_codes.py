@@ -115,3 +115,15 @@ def test_bad_shapes_and_masks():
     code.decode({}, jnp.zeros((4, 3, 5)), np.ones(4, bool))
   with pytest.raises(ValueError, match="at most 1"):
     code.decode({}, jnp.zeros((4, 3, 5)), np.array([0, 0, 1], bool))
+
+
+def test_nan_inputs_are_rejected_eagerly_and_ignored_when_missing():
+  code = jaxcc.codes.summation(2)
+  with pytest.raises(ValueError, match="NaN"):
+    code.encode({}, jnp.full((1, 2, 3), jnp.nan))
+  y = jnp.asarray([[[1.0], [jnp.nan], [3.0]]])
+  with pytest.raises(ValueError, match="NaN"):
+    code.decode({}, y, np.array([1, 1, 0], bool))
+  # A NaN in a missing slot is never read.
+  recon = code.decode({}, y, np.array([1, 0, 1], bool))
+  np.testing.assert_allclose(recon[0, :, 0], [1.0, 2.0])

@@ -50,11 +50,15 @@ def make_code(k, r, name, init, encode, decode, parity_target=None) -> Code:
 
   def checked_encode(params, x_BK):
     check_group_inputs(x_BK, k)
+    _check_finite(x_BK, "encode inputs")
     return encode(params, x_BK)
 
   def checked_decode(params, y_BN, available_N):
     available_N = check_available(available_N, k, r)
     check_group_outputs(y_BN, k, r)
+    if not isinstance(available_N, jax.core.Tracer):
+      _check_finite(jnp.asarray(y_BN)[:, np.asarray(available_N)],
+                    "available decode outputs")
     return decode(params, y_BN, available_N)
 
   return Code(k=k, r=r, init=init, encode=checked_encode,
@@ -65,6 +69,15 @@ def no_params(key, input_shape=None, output_shape=None):
   """`init` of a code without learned parameters."""
   del key, input_shape, output_shape
   return {}
+
+
+def _check_finite(values, what) -> None:
+  """Raises on NaN or infinity in concrete (not traced) float values."""
+  if isinstance(values, jax.core.Tracer) or not jnp.issubdtype(
+      jnp.result_type(values), jnp.floating):
+    return
+  if not bool(jnp.isfinite(values).all()):
+    raise ValueError(f"{what} contain NaN or infinite values")
 
 
 def check_group_inputs(x_BK, k) -> None:
