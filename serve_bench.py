@@ -5,8 +5,8 @@
 
 Backends: "local" serves real MNIST queries with worker processes running the
 trained F and F_P (and first measures the instances' service times under the
-same load, without faults, into DIR/service_times.json); "sim" simulates a cluster in virtual time with
-service times drawn from such a file. Writes DIR/results.json and
+same load, without faults, into DIR/service_times.json); "sim" simulates a
+cluster in virtual time with service times drawn from such a file. Writes DIR/results.json and
 DIR/latency_cdf.png and prints a markdown table.
 """
 

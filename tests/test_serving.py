@@ -8,6 +8,7 @@ import pytest
 import jaxcc
 from jaxcc import serving
 from jaxcc.serving import _bench
+from jaxcc.serving import _faults
 from jaxcc.serving import _simulator
 
 
@@ -143,7 +144,7 @@ def test_sim_parm_has_lower_tail_than_equal_resources_and_is_seeded():
   service_s = np.random.default_rng(0).gamma(4.0, 2.5e-4, 500) + 5e-4
   faults = serving.Faults(process="episodes", rate=0.5, duration_s=0.5,
                           delay_s=0.05)
-  queries = [np.zeros((1, 1), np.float32)] * 3000
+  queries = [np.zeros((1, 1), np.float32)] * 2000
 
   def run(mode, seed):
     async def make_pool(factory, n, intervals, pool_seed):
@@ -174,14 +175,14 @@ def test_fault_schedules():
   transfers = serving.Faults(process="transfers", pairs=2,
                              bandwidth_mb_s=100.0)
   intervals = serving.schedule(transfers, 6, 100.0, seed=0)
-  busy = [sum(serving._faults.is_slow(i, t) for i in intervals)  # pylint: disable=protected-access
+  busy = [sum(_faults.is_slow(i, t) for i in intervals)
           for t in np.linspace(0.5, 99.5, 50)]
   assert 2 <= min(busy) and max(busy) <= 4  # 2 pairs, some overlapping.
   rng = np.random.default_rng(0)
   never = np.zeros((0, 2))
-  assert serving._faults.extra_delay(transfers, never, 1.0, rng) == 0.0  # pylint: disable=protected-access
+  assert _faults.extra_delay(transfers, never, 1.0, rng) == 0.0
   always = np.array([[0.0, 10.0]])
-  delays = [serving._faults.extra_delay(transfers, always, 1.0, rng)  # pylint: disable=protected-access
+  delays = [_faults.extra_delay(transfers, always, 1.0, rng)
             for _ in range(1000)]
   assert min(delays) >= transfers.delay_s
   assert max(delays) == transfers.max_delay_s

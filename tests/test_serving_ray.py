@@ -30,6 +30,8 @@ def _queries(seed):
   return [rng.normal(size=(1, 6)).astype(np.float32) for _ in range(5)]
 
 
+# Ray starts its processes by fork + exec, which is safe with JAX's threads.
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_ray_serve_backend_end_to_end():
   w = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
   served = serving.linear(w, 2, (6,))

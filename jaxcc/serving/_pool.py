@@ -29,8 +29,9 @@ class SharedQueuePool:
       and its instance takes the next request (it was dropped). None: wait.
   """
 
-  def __init__(self, instances, *, injector: Optional[
-      _faults.Injector] = None, rpc_timeout_s: Optional[float] = None):
+  def __init__(self, instances, *,
+               injector: Optional[_faults.Injector] = None,
+               rpc_timeout_s: Optional[float] = None):
     self.instances = list(instances)
     self._injector = injector
     self._rpc_timeout_s = rpc_timeout_s
