@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Accelerator throughput and scale, in one call of a lent GPU machine (< 8 min).
+#
+#   bash benchmarks/gpu.sh            # on the GPU machine; results in $OUT
+#   TINY=1 OUT=/tmp/gpu_out PYTHON=.venv/bin/python bash benchmarks/gpu.sh
+#                # the same steps, shrunk, on a CPU (a minute or two; with an
+#                # MLP base model, MLP encoder and the embedded digits)
+#
+# 1. benchmark.py at GPU-sized batches: mlp and lenet5 with every row, then
+#    vgg11, resnet18 and resnet152 (inference and parity-model step).
+# 2. train.py: a ResNet-18 base model and k = 2 parity model on MNIST, then a
+#    k = 2 learned Conv code through that base model, each for a fixed number
+#    of epochs (3, 3 and 3).
+# Before the call, copy the data into the repository (data/ is ignored, so
+# name it in the call's carry): mkdir -p data && cp -r ../shared/data/mnist
+# data/. Python packages the machine lacks travel as wheels in .whl/ (also
+# carried); see docs/BENCHMARKS.md. Writes 7 files to $OUT: env.txt, log.txt,
+# bench_small.json, bench_big.json, benchmark.md, train_parity.json,
+# train_learned.json. Each part has a time limit, so a slow part costs its
+# own results only, and all of them share BUDGET seconds (default 450).
+# Environment overrides: PYTHON, DATA, DATASET, MODEL, ENCODER, BASE_EPOCHS,
+# EPOCHS, LEARNED_EPOCHS, SMALL_ARGS, BIG_ARGS, LIMIT_SMALL, LIMIT_BIG,
+# LIMIT_TRAIN, BUDGET.
+set -uo pipefail
+START=$(date +%s)
+BUDGET=${BUDGET:-450}
+cd "$(dirname "$0")/.."
+: "${OUT:?set OUT to the results directory}"
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+WORK=$(mktemp -d /tmp/jaxcc_gpu.XXXXXX)
+exec > >(tee "$OUT/log.txt") 2>&1
+TEE_PID=$!
+export PYTHONUNBUFFERED=1
+
+if [ "${TINY:-0}" = 1 ]; then
+  SMALL_ARGS=${SMALL_ARGS:-models=mlp,ks=2,steps=2,repeats=2,batch=8,inference_batch=64,code_batch=64,peak_size=256,bandwidth_mib=16,codes=summation+learned-conv}
+  BIG_ARGS=${BIG_ARGS:-models=lenet5,ks=2,rows=inference+parity,steps=1,repeats=1,batch=8,inference_batch=8,peak_size=256,bandwidth_mib=16}
+  DATASET=${DATASET:-embedded} MODEL=${MODEL:-mlp} ENCODER=${ENCODER:-mlp}
+  BASE_EPOCHS=${BASE_EPOCHS:-1} EPOCHS=${EPOCHS:-1} LEARNED_EPOCHS=${LEARNED_EPOCHS:-1}
+else
+  SMALL_ARGS=${SMALL_ARGS:-models=mlp,lenet5,ks=2,4,encoders=mlp+conv,steps=20,repeats=5,batch=256,inference_batch=4096,code_batch=8192,peak_size=8192,bandwidth_mib=1024}
+  BIG_ARGS=${BIG_ARGS:-models=vgg11,resnet18,resnet152,ks=2,rows=inference+parity,steps=10,repeats=3,batch=128,inference_batch=512,peak_size=8192,bandwidth_mib=1024}
+  DATASET=${DATASET:-npz:${DATA:-data/mnist}} MODEL=${MODEL:-resnet18}
+  ENCODER=${ENCODER:-conv}
+  BASE_EPOCHS=${BASE_EPOCHS:-3} EPOCHS=${EPOCHS:-3} LEARNED_EPOCHS=${LEARNED_EPOCHS:-3}
+fi
+
+# part NAME LIMIT COMMAND...: COMMAND within LIMIT seconds and what is left of
+# BUDGET; a part stopped or failed is logged and the script goes on.
+part() {
+  local name=$1 limit=$2 left
+  shift 2
+  left=$(( BUDGET - ($(date +%s) - START) ))
+  (( left < limit )) && limit=$left
+  if (( limit < 10 )); then echo "=== $name skipped: budget spent"; return; fi
+  echo "=== $(date -u +%H:%M:%S) $name (limit ${limit}s)"
+  timeout "$limit" "$@" || echo "=== $name stopped: rc=$?"
+}
+
+echo "=== $(date -u +%H:%M:%S) packages"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --upgrade --target "$WORK/site" .whl/*.whl || exit 1
+  export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+{
+  date -u
+  nvidia-smi 2>&1 || echo "no nvidia-smi"
+  "$PY" - <<'PY'
+import importlib, sys
+print("python", sys.version)
+for name in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint",
+             "ml_collections", "absl", "numpy"):
+  try:
+    print(name, getattr(importlib.import_module(name), "__version__", "?"))
+  except ImportError as e:
+    print(name, "MISSING", e)
+import jax
+print("backend", jax.default_backend(), jax.devices())
+print("default_matmul_precision", jax.config.jax_default_matmul_precision)
+PY
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+if ! grep -q "^backend gpu" "$OUT/env.txt" && [ "${TINY:-0}" != 1 ]; then
+  echo "JAX sees no GPU (env.txt); stopping."; exit 1
+fi
+if grep -q MISSING "$OUT/env.txt"; then
+  echo "missing Python packages (env.txt): carry their wheels in .whl/"; exit 1
+fi
+if [[ $DATASET == npz:* && ! -f ${DATASET#npz:}/train.npz ]]; then
+  echo "no ${DATASET#npz:}/train.npz: copy ../shared/data/mnist to data/mnist and carry it"; exit 1
+fi
+
+part "benchmark: small models" "${LIMIT_SMALL:-170}" "$PY" benchmark.py \
+    --config "configs/benchmark.py:$SMALL_ARGS,name=bench_small" --out "$WORK"
+part "benchmark: big models" "${LIMIT_BIG:-110}" "$PY" benchmark.py \
+    --config "configs/benchmark.py:$BIG_ARGS,name=bench_big" --out "$WORK"
+for name in bench_small bench_big; do
+  [ -f "$WORK/$name.json" ] && cp "$WORK/$name.json" "$OUT/"
+  [ -f "$WORK/$name.md" ] && { echo "## $name"; echo; cat "$WORK/$name.md"; echo; }
+done > "$OUT/benchmark.md"
+
+part "train: $MODEL parity model, k=2" "${LIMIT_TRAIN:-90}" "$PY" train.py \
+    --config "configs/parity.py:dataset=$DATASET,model=$MODEL,k=2,base_epochs=$BASE_EPOCHS,epochs=$EPOCHS" \
+    --workdir "$WORK/parity"
+part "train: $MODEL learned $ENCODER code, k=2" "${LIMIT_TRAIN:-90}" "$PY" train.py \
+    --config "configs/learned.py:dataset=$DATASET,model=$MODEL,encoder=$ENCODER,k=2,base_epochs=$BASE_EPOCHS,epochs=$LEARNED_EPOCHS" \
+    --config.base_workdir="$WORK/parity" --workdir "$WORK/learned"
+for run in parity learned; do
+  "$PY" - "$WORK/$run" "$OUT/train_$run.json" <<'PY'
+import json, os, sys
+workdir, out = sys.argv[1:]
+def read(name, lines=False):
+  path = os.path.join(workdir, name)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return [json.loads(l) for l in f] if lines else json.load(f)
+with open(out, "w") as f:
+  json.dump({"config": read("config.json"),
+             "metrics": read("metrics.jsonl", lines=True),
+             "eval": read("eval.json")}, f, indent=1)
+PY
+done
+echo "=== $(date -u +%H:%M:%S) done in $(( $(date +%s) - START ))s"
+rm -rf "$WORK"
+exec > /dev/null 2>&1
+wait "$TEE_PID"  # log.txt complete before the call returns
