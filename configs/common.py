@@ -22,9 +22,10 @@ _ALIASES = {
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.dataset = "embedded"  # "embedded", "npz:<dir>" or a tfds name
+  c.dataset = "embedded"  # embedded | digits-localization | npz:<dir> | tfds
   c.data_dir = ""  # tfds data_dir ("" = tfds default)
   c.validation_size = config_dict.placeholder(int)  # None: 5,000 or 10%
+  c.image_size = 0  # resize images to a square of this side (0: keep)
   c.model = "mlp"  # mlp | lenet5 | vgg11 | resnet18 | resnet152
   c.code = "summation"  # summation | linear | concatenation | learned | berrut
   c.k = 2

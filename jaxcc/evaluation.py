@@ -5,6 +5,11 @@ k; every group is encoded, its parity outputs computed (by parity models, or by
 F itself for learned and training-free codes), and every erasure pattern is
 decoded. Each reconstruction is compared with the true label (degraded accuracy
 A_d) and with F's own prediction (reconstruction accuracy).
+
+Localisation (a regression task) is scored by the IoU of boxes instead (paper
+§V-E): predicted and reconstructed boxes are cut to the image, then compared
+with the true box (mean IoU and the fraction with IoU >= 0.75) and, for
+reconstructions, with F's own box. Its accuracy fields are null.
 """
 
 import functools
@@ -18,9 +23,16 @@ import numpy as np
 from jaxcc import data
 from jaxcc import erasures
 from jaxcc import experiment as experiment_lib
+from jaxcc import localization
 
 OVERALL_FRACTIONS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
 _BATCH = 512
+# Classification fields, null in the results of a localisation task.
+_ACCURACY_FIELDS = ("available_accuracy", "degraded_accuracy",
+                    "reconstruction_accuracy", "default_accuracy",
+                    "overall_accuracy", "available_top5_accuracy",
+                    "degraded_top5_accuracy", "default_top5_accuracy")
+_AT = f"iou_at_{localization.IOU_THRESHOLD}"
 
 
 def predict(model, model_variables, images, mean, std, batch_size=_BATCH):
@@ -98,6 +110,44 @@ def coded_metrics(outputs_NC, labels_N, groups_GK, y_par_GRC, recon_PGKC,
   }
 
 
+def coded_box_metrics(outputs_N4, boxes_N4, groups_GK, y_par_GR4, recon_PGK4,
+                      patterns_PN, k, default_box):
+  """IoU metrics of reconstructed boxes (see `evaluate` for the fields)."""
+  pred_N4 = localization.clip_to_image(outputs_N4)
+  available_N = localization.iou(pred_N4, boxes_N4)
+  boxes_GK4, pred_GK4 = boxes_N4[groups_GK], pred_N4[groups_GK]
+  degraded, reconstruction, per_pattern = [], [], []
+  for recon_GK4, available in zip(recon_PGK4, patterns_PN):
+    erased_K = ~available[:k]
+    recon = localization.clip_to_image(recon_GK4[:, erased_K])
+    degraded.append(localization.iou(recon, boxes_GK4[:, erased_K]).ravel())
+    reconstruction.append(
+        localization.iou(recon, pred_GK4[:, erased_K]).ravel())
+    per_pattern.append({
+        "missing": np.flatnonzero(~available).tolist(),
+        "degraded_mean_iou": float(degraded[-1].mean()),
+        "reconstruction_mean_iou": float(reconstruction[-1].mean()),
+    })
+  degraded_N = np.concatenate(degraded)
+  available, degraded = float(available_N.mean()), float(degraded_N.mean())
+  at = localization.IOU_THRESHOLD
+  return {
+      **dict.fromkeys(_ACCURACY_FIELDS),
+      "available_mean_iou": available,
+      f"available_{_AT}": float((available_N >= at).mean()),
+      "degraded_mean_iou": degraded,
+      f"degraded_{_AT}": float((degraded_N >= at).mean()),
+      "reconstruction_mean_iou": float(np.concatenate(reconstruction).mean()),
+      "default_mean_iou": float(localization.iou(default_box,
+                                                 boxes_N4).mean()),
+      "overall_mean_iou": {str(f): (1 - f) * available + f * degraded
+                           for f in OVERALL_FRACTIONS},
+      "per_pattern": per_pattern,
+      "num_groups": int(len(groups_GK)),
+      "finite_parity_outputs": bool(np.isfinite(y_par_GR4).all()),
+  }
+
+
 def evaluate_split(exp, base_state, stage2_state, split, *, seed, missing=None,
                    outputs_NC=None):
   """Metrics of the coded system on one split (test or validation)."""
@@ -114,6 +164,11 @@ def evaluate_split(exp, base_state, stage2_state, split, *, seed, missing=None,
   patterns_PN = erasures.patterns(cfg.k, cfg.r, missing)
   code_params = stage2_state.params if exp.approach == "learned" else {}
   recon = np.asarray(decode_all(exp.code, code_params, y_GN, patterns_PN))
+  if exp.dataset.task == data.LOCALIZATION:
+    # Default prediction: the mean training box, whatever the input.
+    return coded_box_metrics(outputs_NC, split.label, groups_GK, y_par, recon,
+                             patterns_PN, cfg.k,
+                             exp.dataset.train.label.mean(0))
   return coded_metrics(outputs_NC, split.label, groups_GK, y_par, recon,
                        patterns_PN, cfg.k)
 
@@ -128,7 +183,8 @@ def evaluate(config, workdir: str) -> dict:
                            seed=config.test_group_seed,
                            missing=config.get("eval_missing") or None)
   results.update(k=config.k, r=config.r, dataset=config.dataset,
-                 model=config.model, code=exp.code.name, approach=exp.approach)
+                 model=config.model, code=exp.code.name, approach=exp.approach,
+                 task=exp.dataset.task)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump(results, f, indent=2)
@@ -142,40 +198,64 @@ def format_table(results: dict) -> str:
   rows = [
       ("dataset / model", f"{results['dataset']} / {results['model']}"),
       ("code", f"{results['code']} ({results['approach']})"),
-      ("available accuracy A_a", _pct(results["available_accuracy"])),
-      ("degraded accuracy A_d", _pct(results["degraded_accuracy"])),
-      ("reconstruction accuracy", _pct(results["reconstruction_accuracy"])),
-      ("default prediction", _pct(results["default_accuracy"])),
-      ("A_a top-5 / A_d top-5", f"{_pct(results['available_top5_accuracy'])}"
-       f" / {_pct(results['degraded_top5_accuracy'])}"),
-  ] + [(f"overall A_o(f={f})", _pct(v))
-       for f, v in results["overall_accuracy"].items()]
+  ]
+  if results.get("task") == data.LOCALIZATION:
+    rows += [
+        ("available mean IoU", _iou(results, "available")),
+        ("degraded mean IoU", _iou(results, "degraded")),
+        ("reconstruction mean IoU (vs F)",
+         f"{results['reconstruction_mean_iou']:.3f}"),
+        ("default (mean train box)", f"{results['default_mean_iou']:.3f}"),
+    ] + [(f"overall mean IoU (f={f})", f"{v:.3f}")
+         for f, v in results["overall_mean_iou"].items()]
+  else:
+    rows += [
+        ("available accuracy A_a", _pct(results["available_accuracy"])),
+        ("degraded accuracy A_d", _pct(results["degraded_accuracy"])),
+        ("reconstruction accuracy", _pct(results["reconstruction_accuracy"])),
+        ("default prediction", _pct(results["default_accuracy"])),
+        ("A_a top-5 / A_d top-5",
+         f"{_pct(results['available_top5_accuracy'])}"
+         f" / {_pct(results['degraded_top5_accuracy'])}"),
+    ] + [(f"overall A_o(f={f})", _pct(v))
+         for f, v in results["overall_accuracy"].items()]
   width = max(len(name) for name, _ in rows)
   return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 def plot_overall_accuracy(results: dict, path: str) -> None:
-  """A_o(f) against the available accuracy line, as the paper's Fig. 9."""
+  """A_o(f) (or overall mean IoU) against F's own, as the paper's Fig. 9."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fractions = [float(f) for f in results["overall_accuracy"]]
-  values = [100 * v for v in results["overall_accuracy"].values()]
+  if results.get("task") == data.LOCALIZATION:
+    metric, scale, unit = "mean_iou", 1, "mean IoU"
+  else:
+    metric, scale, unit = "accuracy", 100, "accuracy (%)"
+  overall = results[f"overall_{metric}"]
+  fractions = [float(f) for f in overall]
   fig, ax = plt.subplots(figsize=(5, 3.5))
-  ax.plot(fractions, values, "o-", label="A_o with reconstructions")
-  ax.axhline(100 * results["available_accuracy"], color="tab:orange",
-             label="A_a (all predictions available)")
-  ax.axhline(100 * results["default_accuracy"], color="gray", ls="--",
+  ax.plot(fractions, [scale * v for v in overall.values()], "o-",
+          label="overall, with reconstructions")
+  ax.axhline(scale * results[f"available_{metric}"], color="tab:orange",
+             label="all predictions available")
+  ax.axhline(scale * results[f"default_{metric}"], color="gray", ls="--",
              label="default prediction")
   ax.set_xscale("symlog", linthresh=0.01)
   ax.set_xlabel("fraction f of unavailable predictions")
-  ax.set_ylabel("overall accuracy (%)")
+  ax.set_ylabel(f"overall {unit}")
   ax.set_title(f"{results['dataset']}, {results['model']}, {results['code']}",
                fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def _iou(results, which) -> str:
+  return (f"{results[f'{which}_mean_iou']:.3f} "
+          f"({_pct(results[f'{which}_{_AT}'])} with IoU >= "
+          f"{localization.IOU_THRESHOLD})")
 
 
 def _pct(value) -> str:

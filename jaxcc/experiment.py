@@ -64,9 +64,15 @@ def setup(config, workdir: str) -> Experiment:
                      f"{config.parity.init!r}")
   code = make_code(config)
   dataset = data.load(config.dataset, validation_size=config.validation_size,
-                      seed=config.seed, data_dir=config.data_dir or None)
+                      seed=config.seed, data_dir=config.data_dir or None,
+                      image_size=config.get("image_size", 0))
+  if (dataset.task == data.LOCALIZATION and approach == "learned" and
+      config.learned.loss != "mse-base"):
+    raise ValueError(f"{config.dataset} is a localisation (regression) task: "
+                     f"learned.loss must be 'mse-base', got "
+                     f"{config.learned.loss!r}")
   dtype = jnp.bfloat16 if config.get("mixed_precision") else jnp.float32
-  model = models.get(config.model, dataset.input_shape, dataset.num_classes,
+  model = models.get(config.model, dataset.input_shape, dataset.num_outputs,
                      dtype=dtype)
   base_root = config.base_workdir or workdir
   return Experiment(config=config, dataset=dataset, model=model, code=code,
@@ -129,7 +135,7 @@ def init_stage2(exp: Experiment, key, base_state: TrainState) -> TrainState:
 
 def restore_base(exp: Experiment) -> TrainState:
   from jaxcc import checkpoints  # pylint: disable=g-import-not-at-top
-  like = init_base(exp, jax.random.PRNGKey(0))
+  like = jax.eval_shape(lambda: init_base(exp, jax.random.PRNGKey(0)))
   ckpt = checkpoints.Checkpointer(exp.base_dir)
   if ckpt.latest_step() is None:
     raise ValueError(f"no trained base model in {exp.base_dir}: run train.py "
@@ -140,7 +146,8 @@ def restore_base(exp: Experiment) -> TrainState:
 
 def restore_stage2(exp: Experiment, base_state: TrainState) -> TrainState:
   from jaxcc import checkpoints  # pylint: disable=g-import-not-at-top
-  like = init_stage2(exp, jax.random.PRNGKey(0), base_state)
+  like = jax.eval_shape(
+      lambda: init_stage2(exp, jax.random.PRNGKey(0), base_state))
   ckpt = checkpoints.Checkpointer(exp.stage2_dir)
   if ckpt.latest_step() is None:
     raise ValueError(f"no trained {exp.approach} stage in {exp.stage2_dir}: "

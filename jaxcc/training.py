@@ -1,7 +1,9 @@
 """Training: stage 1 trains the base model F, stage 2 what makes the code work.
 
-Stage 2 is either parity models (trained with MSE toward the parity outputs
-the decoder expects, e.g. `sum_i F(X_i)`) or a learned encoder and decoder
+F is trained with cross-entropy on class labels, or with MSE on the 4 box
+coordinates for localisation. Stage 2 is either parity models (trained with
+MSE toward the parity outputs the decoder expects, e.g. `sum_i F(X_i)`, class
+scores and boxes alike) or a learned encoder and decoder
 (trained through the frozen F over every erasure pattern at once). Codes that
 need no training (Berrut) skip it.
 
@@ -29,6 +31,7 @@ from jaxcc import data
 from jaxcc import erasures
 from jaxcc import evaluation
 from jaxcc import experiment as experiment_lib
+from jaxcc import localization
 from jaxcc import losses
 from jaxcc import parallel
 from jaxcc.experiment import TrainState
@@ -63,8 +66,12 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
   val_outputs = evaluation.predict(exp.model, base_vars, ds.validation.image,
                                    ds.mean, ds.std)
   if exp.approach == "parity-model":
-    targets = (outputs_NC if config.parity.target == "base" else
-               np.eye(ds.num_classes, dtype=np.float32)[ds.train.label])
+    if config.parity.target == "base":
+      targets = outputs_NC
+    elif ds.task == data.LOCALIZATION:
+      targets = ds.train.label  # the true boxes
+    else:
+      targets = np.eye(ds.num_classes, dtype=np.float32)[ds.train.label]
     epoch_fn = functools.partial(parity_epoch(exp, mesh), images=images,
                                  targets=place(targets))
   else:
@@ -139,18 +146,23 @@ def _key(config, stage):
 
 
 def _base_validation(exp, state):
+  split = exp.dataset.validation
   outputs = evaluation.predict(
       exp.model, experiment_lib.variables(state.params, state.batch_stats),
-      exp.dataset.validation.image, exp.dataset.mean, exp.dataset.std)
-  return {"val_accuracy": float(
-      (outputs.argmax(-1) == exp.dataset.validation.label).mean())}
+      split.image, exp.dataset.mean, exp.dataset.std)
+  if exp.dataset.task == data.LOCALIZATION:
+    return {"val_mean_iou": float(localization.iou(
+        localization.clip_to_image(outputs), split.label).mean())}
+  return {"val_accuracy": float((outputs.argmax(-1) == split.label).mean())}
 
 
 def _coded_validation(exp, base_state, state, val_outputs):
   metrics = evaluation.evaluate_split(
       exp, base_state, state, exp.dataset.validation, seed=0,
       outputs_NC=val_outputs)
-  return {"val_degraded_accuracy": metrics["degraded_accuracy"]}
+  key = ("degraded_mean_iou" if exp.dataset.task == data.LOCALIZATION else
+         "degraded_accuracy")
+  return {f"val_{key}": metrics[key]}
 
 
 def _normalizer(exp):
@@ -158,10 +170,19 @@ def _normalizer(exp):
   return lambda images: data.normalize(images, mean, std)
 
 
+def base_loss(task):
+  """F's loss: cross-entropy on class labels, MSE on box coordinates."""
+  if task == data.LOCALIZATION:
+    return losses.mse
+  return lambda logits, labels: (
+      optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean())
+
+
 def base_epoch(exp, mesh=None):
-  """One epoch of cross-entropy training of F (data-parallel over `mesh`)."""
+  """One epoch of training F (data-parallel over `mesh`)."""
   model, cfg = exp.model, exp.config.base
   opt, normalize = experiment_lib.optimizer(cfg), _normalizer(exp)
+  loss = base_loss(exp.dataset.task)
   parallel.check_batch(mesh, cfg.batch_size, "base.batch_size")
 
   @functools.partial(jax.jit, donate_argnums=0)
@@ -171,12 +192,10 @@ def base_epoch(exp, mesh=None):
                                            labels[idx_B])
 
       def loss_fn(params):
-        logits, stats = model.apply(
+        outputs, stats = model.apply(
             experiment_lib.variables(params, state.batch_stats), x_B,
             train=True)
-        loss = optax.softmax_cross_entropy_with_integer_labels(
-            logits, labels_B).mean()
-        return loss, stats
+        return loss(outputs, labels_B), stats
       return _apply_gradients(opt, state, loss_fn)
     return jax.lax.scan(step, state,
                         data.batches(key, images.shape[0], cfg.batch_size))

@@ -64,8 +64,8 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path,
 
   real_parity_epoch = training.parity_epoch
 
-  def crashing_parity_epoch(exp):
-    epoch_fn = real_parity_epoch(exp)
+  def crashing_parity_epoch(exp, mesh=None):
+    epoch_fn = real_parity_epoch(exp, mesh)
     calls = []
 
     def epoch(state, key, **kwargs):
