@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcc import checkpoints
 from jaxcc import codes
 from jaxcc import data
 from jaxcc import erasures
@@ -134,24 +135,21 @@ def init_stage2(exp: Experiment, key, base_state: TrainState) -> TrainState:
 
 
 def restore_base(exp: Experiment) -> TrainState:
-  from jaxcc import checkpoints  # pylint: disable=g-import-not-at-top
   like = jax.eval_shape(lambda: init_base(exp, jax.random.PRNGKey(0)))
-  ckpt = checkpoints.Checkpointer(exp.base_dir)
-  if ckpt.latest_step() is None:
-    raise ValueError(f"no trained base model in {exp.base_dir}: run train.py "
-                     "with this config and workdir first")
-  state, _ = ckpt.restore(like)
-  return state
+  return _restore(exp.base_dir, like, "base model")
 
 
 def restore_stage2(exp: Experiment, base_state: TrainState) -> TrainState:
-  from jaxcc import checkpoints  # pylint: disable=g-import-not-at-top
   like = jax.eval_shape(
       lambda: init_stage2(exp, jax.random.PRNGKey(0), base_state))
-  ckpt = checkpoints.Checkpointer(exp.stage2_dir)
+  return _restore(exp.stage2_dir, like, f"{exp.approach} stage")
+
+
+def _restore(directory, like, what):
+  ckpt = checkpoints.Checkpointer(directory)
   if ckpt.latest_step() is None:
-    raise ValueError(f"no trained {exp.approach} stage in {exp.stage2_dir}: "
-                     "run train.py with this config and workdir first")
+    raise ValueError(f"no trained {what} in {directory}: run train.py with "
+                     "this config and workdir first")
   state, _ = ckpt.restore(like)
   return state
 
