@@ -57,8 +57,8 @@ def make_code(k, r, name, init, encode, decode, parity_target=None) -> Code:
     available_N = check_available(available_N, k, r)
     check_group_outputs(y_BN, k, r)
     if not isinstance(available_N, jax.core.Tracer):
-      _check_finite(jnp.asarray(y_BN)[:, np.asarray(available_N)],
-                    "available decode outputs")
+      _check_finite(y_BN, "available decode outputs",
+                    (slice(None), np.asarray(available_N)))
     return decode(params, y_BN, available_N)
 
   return Code(k=k, r=r, init=init, encode=checked_encode,
@@ -71,12 +71,16 @@ def no_params(key, input_shape=None, output_shape=None):
   return {}
 
 
-def _check_finite(values, what) -> None:
-  """Raises on NaN or infinity in concrete (not traced) float values."""
-  if isinstance(values, jax.core.Tracer) or not jnp.issubdtype(
-      jnp.result_type(values), jnp.floating):
+def _check_finite(values, what, index=...) -> None:
+  """Raises on NaN or infinity in concrete (not traced) float values.
+
+  Checked with NumPy: under `jit` even constants are traced by jnp.
+  """
+  if isinstance(values, jax.core.Tracer):
     return
-  if not bool(jnp.isfinite(values).all()):
+  values = np.asarray(values)
+  if np.issubdtype(values.dtype, np.floating) and not np.isfinite(
+      values[index]).all():
     raise ValueError(f"{what} contain NaN or infinite values")
 
 
