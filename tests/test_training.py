@@ -133,3 +133,25 @@ def test_metrics_agree_with_hand_computation():
   assert m["reconstruction_accuracy"] == 1.0
   assert m["overall_accuracy"]["0.5"] == 0.75
   assert m["default_accuracy"] == 1 / 3
+
+
+def test_looped_epochs_equal_scanned_epochs():
+  results = []
+  for scan in ("true", "false"):
+    config = _config(f"k=3,batch_size=8,scan_epochs={scan}")
+    exp = experiment.setup(config, "/unused")
+    base = experiment.init_base(exp, jax.random.PRNGKey(0))
+    state = experiment.init_stage2(exp, jax.random.PRNGKey(1), base)
+    images = exp.dataset.train.image[:240]
+    targets = np.random.default_rng(0).normal(size=(240, 10)).astype(
+        np.float32)
+    state, losses = training.parity_epoch(exp)(
+        state, jax.random.PRNGKey(2), images=jax.device_put(images),
+        targets=jax.device_put(targets))
+    results.append(jax.tree.map(np.asarray, (state.params, losses)))
+  assert results[0][1].shape == (10,)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-7), *results)
+  with pytest.raises(ValueError, match="scan_epochs"):
+    training.scan_epochs(experiment.setup(_config("scan_epochs=maybe"),
+                                          "/unused"))
