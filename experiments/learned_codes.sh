@@ -2,10 +2,10 @@
 # Learned codes (k = 2, r = 1, Base-MLP) on real MNIST and Fashion-MNIST,
 # trained through the frozen base models trained by parity_models.sh.
 #   bash experiments/learned_codes.sh [DATA_ROOT] [EPOCHS] [ENCODERS]
-# The paper trains 500 epochs. On a 2-core CPU the MLP encoder affords about
-# 40 (10-15 s an epoch); one step of the conv encoder takes tens of seconds
-# there (XLA's CPU dilated-convolution gradients), so run the conv rows on an
-# accelerator: bash experiments/learned_codes.sh ../shared/data 500 "mlp conv".
+# The paper trains 500 epochs. On a 2-core CPU an epoch of the MLP encoder
+# takes 5-15 s and one of the conv encoder about 5 minutes, so the budgets
+# run here were 80 (mlp) and 2 (conv) epochs; on an accelerator:
+# bash experiments/learned_codes.sh ../shared/data 500 "mlp conv".
 set -euo pipefail
 root=${1:-../shared/data}
 epochs=${2:-40}
