@@ -187,6 +187,9 @@ def make_experiment(config, model_name, code_name, k,
   cfg.model, cfg.code, cfg.k, cfg.r = model_name, code_name, k, 1
   cfg.learned.encoder, cfg.parity.init = encoder, "scratch"
   cfg.parity.batch_size = config.batch
+  # Timed as one compiled scan per epoch (what accelerators run); on the CPU
+  # train.py loops over jitted steps for convolutional models instead.
+  cfg.scan_epochs = "true"
   ds = synthetic_dataset(config.steps * config.batch * k,
                          _ints(config.image_shape), config.num_classes)
   approach = "learned" if code_name == "learned" else "parity-model"
