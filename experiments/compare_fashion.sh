@@ -15,4 +15,4 @@ done
 python train.py --config "configs/parity.py:$data,code=linear,k=4,r=2" \
   --config.base_workdir="$base" --workdir "$base/linear-k4-r2"
 python compare.py --out docs/compare_fashion --berrut 2:1:1,3:1:1,4:1:1,4:2:2 \
-  --workdirs "$base/parity-k2,$base/parity-k3,$base/parity-k4,$base/concat-k2,$base/concat-k3,$base/concat-k4,$base/linear-k4-r2,$base/learned-mlp-k2"
+  --workdirs "$base/parity-k2,$base/parity-k3,$base/parity-k4,$base/concat-k2,$base/concat-k3,$base/concat-k4,$base/linear-k4-r2,$base/learned-mlp-k2,$base/learned-conv-k2"

@@ -84,7 +84,7 @@ def to_markdown(rows, floor) -> str:
   lines = ["| code | approach | k | r | missing | A_a | A_d | recon. acc. |",
            "|---|---|---|---|---|---|---|---|"]
   for row in rows:
-    name = row["code"] + (f" [{row['encoder']}]" if row["encoder"] else "")
+    name = row["code"]
     lines.append(
         f"| {name} | {row['approach']} | {row['k']} | {row['r']} | "
         f"{row['missing']} | {100 * row['available_accuracy']:.2f} | "
