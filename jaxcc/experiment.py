@@ -12,7 +12,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxcc import checkpoints
@@ -165,7 +164,3 @@ def log(message: str) -> None:
   if jax.process_index():
     return
   print(message, file=sys.stdout, flush=True)
-
-
-def to_numpy(tree):
-  return jax.tree.map(np.asarray, tree)

@@ -17,7 +17,6 @@ resumed run ends exactly where an uninterrupted one does.
 """
 
 import functools
-import json
 import os
 import time
 
@@ -315,8 +314,3 @@ def _apply_gradients(opt, state, loss_fn):
   updates, opt_state = opt.update(grads, state.opt_state, state.params)
   return TrainState(optax.apply_updates(state.params, updates),
                     stats if stats else state.batch_stats, opt_state), loss
-
-
-def load_config_json(workdir):
-  with open(os.path.join(workdir, "config.json")) as f:
-    return json.load(f)
