@@ -94,3 +94,24 @@ def test_bad_learned_configs(tmp_path, extra, message):
   with pytest.raises(ValueError, match=message):
     training.train(learned_config.get_config(f"{_TINY},{extra}"),
                    str(tmp_path))
+
+
+@pytest.mark.parametrize("k, r", [(2, 2), (3, 3)])
+def test_learned_loss_covers_multi_erasure_patterns(k, r):
+  from jaxcc import codes, models  # pylint: disable=g-import-not-at-top
+  code, model = codes.learned(k, r, "mlp"), models.get("mlp", (8, 8, 1), 4)
+  params = jax.tree.map(lambda a: 30 * a, code.init(jax.random.PRNGKey(0),
+                                                     (8, 8, 1), (4,)))
+  base_vars = model.init(jax.random.PRNGKey(1))
+  x = jax.random.normal(jax.random.PRNGKey(2), (5, k, 8, 8, 1))
+  outputs = evaluation.base_apply_groups(model, base_vars, x)
+  labels = jnp.zeros((5, k), jnp.int32)
+  patterns = erasures.patterns(k, r)  # exactly r missing, >= 1 data output
+  assert len(patterns) > k
+  total, grads = jax.value_and_grad(training.learned_loss(
+      code, model, "mse-base", patterns))(params, base_vars, x, outputs,
+                                          labels)
+  singles = [training.learned_loss(code, model, "mse-base", p[None])(
+      params, base_vars, x, outputs, labels) for p in patterns]
+  np.testing.assert_allclose(float(total), np.mean(singles), rtol=1e-5)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
