@@ -5,21 +5,24 @@
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from jaxcc import evaluation
+from jaxcc import logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/parity.py",
                                           "The configuration used to train.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory written by "
                                "train.py.", required=True)
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show other libraries' "
+                             "messages and the traceback of errors.")
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
-  evaluation.evaluate(_CONFIG.value, _WORKDIR.value)
+  logs.setup_scripts(_VERBOSE.value)
+  with logs.clear_errors(_VERBOSE.value):
+    evaluation.evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

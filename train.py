@@ -7,17 +7,19 @@ Resumable: rerun the same command after an interruption.
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 from ml_collections import config_flags
 
 from jaxcc import evaluation
-from jaxcc import training
+from jaxcc import logs
+from jaxcc import stages
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/parity.py",
                                           "Training configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, "
                                "metrics and results.", required=True)
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show other libraries' "
+                             "messages and the traceback of errors.")
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() first and train "
     "data-parallel over the devices of every host (run on each host).")
@@ -31,13 +33,14 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
-  if _MULTIHOST.value:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
-  training.train(_CONFIG.value, _WORKDIR.value)
-  evaluation.evaluate(_CONFIG.value, _WORKDIR.value)
+  logs.setup_scripts(_VERBOSE.value)
+  with logs.clear_errors(_VERBOSE.value):
+    if _MULTIHOST.value:
+      jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                                 num_processes=_NUM_PROCESSES.value,
+                                 process_id=_PROCESS_ID.value)
+    stages.train(_CONFIG.value, _WORKDIR.value)
+    evaluation.evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

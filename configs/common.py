@@ -37,7 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.base_workdir = ""  # reuse F trained in another workdir ("" = this one)
   c.mixed_precision = False  # bf16 compute, f32 master weights
   c.eval_every = 1  # epochs between validation metrics
-  c.scan_epochs = "auto"  # auto | true | false: one lax.scan per epoch
+  # auto | scan (one lax.scan per epoch) | steps (a loop of jitted steps);
+  # auto: steps on the CPU for models or codes with convolutions, else scan
+  c.epoch_loop = "auto"
   c.checkpoint_every_secs = 30.0
 
   c.base = ml_collections.ConfigDict()

@@ -64,7 +64,7 @@ def log_spectrogram(waveforms_BT) -> jax.Array:
   pad = N_FFT // 2
   padded = jnp.pad(waveforms_BT, ((0, 0), (pad, pad)), mode="reflect")
   index = HOP * jnp.arange(NUM_FRAMES)[:, None] + jnp.arange(N_FFT)[None]
-  frames_BFT = padded[:, index] * hamming()
+  frames_BFT = padded[:, index] * hamming()[None, None]
   magnitude = jnp.abs(jnp.fft.rfft(frames_BFT, axis=-1))
   return jnp.log1p(jnp.swapaxes(magnitude, 1, 2))
 

@@ -12,19 +12,11 @@ import os
 import ml_collections
 import numpy as np
 
-from jaxcc import evaluation
-from jaxcc import experiment as experiment_lib
+from jaxcc import metrics
+from jaxcc import workdir as workdir_lib
 
 _FIELDS = ("available_accuracy", "degraded_accuracy", "reconstruction_accuracy",
            "degraded_top5_accuracy")
-
-
-def saved_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ValueError(f"{workdir} has no config.json: train it with train.py")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def compare(workdirs, berrut=(), missing=None, test_group_seed=0):
@@ -38,7 +30,7 @@ def compare(workdirs, berrut=(), missing=None, test_group_seed=0):
   """
   rows, base_dirs, first = [], set(), None
   for workdir in workdirs:
-    config = saved_config(workdir)
+    config = workdir_lib.saved_config(workdir)
     config.test_group_seed = test_group_seed
     rows.append(_row(config, workdir, missing))
     base_dirs.add(os.path.abspath(rows[-1].pop("base_dir")))
@@ -60,23 +52,19 @@ def compare(workdirs, berrut=(), missing=None, test_group_seed=0):
 
 
 def _row(config, workdir, missing):
-  exp = experiment_lib.setup(config, workdir)
-  base_state = experiment_lib.restore_base(exp)
-  stage2 = (experiment_lib.restore_stage2(exp, base_state)
-            if exp.approach != "none" else None)
-  lost = missing if missing is not None else config.r
-  metrics = evaluation.evaluate_split(exp, base_state, stage2,
-                                      exp.dataset.test,
-                                      seed=config.test_group_seed,
-                                      missing=min(lost, config.r))
-  row = {"code": exp.code.name, "approach": exp.approach, "k": config.k,
-         "r": config.r, "missing": min(lost, config.r),
-         "workdir": workdir if exp.approach != "none" else None,
-         "encoder": config.learned.encoder if exp.approach == "learned"
-                    else None,
+  exp, base_state, stage2 = workdir_lib.restore(workdir, config)
+  lost = min(config.r if missing is None else missing, config.r)
+  results = metrics.evaluate_split(exp, base_state, stage2, exp.dataset.test,
+                                   seed=config.test_group_seed, missing=lost)
+  trained = exp.approach.trains
+  row = {"code": exp.code.name, "approach": exp.approach.name, "k": config.k,
+         "r": config.r, "missing": lost,
+         "workdir": workdir if trained else None,
+         "encoder": config.learned.encoder
+                    if exp.approach.name == "learned" else None,
          "base_dir": exp.base_dir,
-         "default_accuracy": metrics["default_accuracy"]}
-  row.update({f: metrics[f] for f in _FIELDS})
+         "default_accuracy": results["default_accuracy"]}
+  row.update({f: results[f] for f in _FIELDS})
   return row
 
 

@@ -12,8 +12,14 @@ Inputs are `(B, H, W, C)` or `(B, H, W)` (a channel axis is added). `dtype` is
 the computation dtype; parameters are always float32. Initialisation follows
 the paper: Xavier-uniform conv kernels, N(0, 0.01^2) dense kernels, zero
 biases, and PyTorch-default BatchNorm (momentum 0.1, i.e. flax 0.9; eps 1e-5).
+
+Forward passes used by training, evaluation and serving: `predict` (F on a
+whole split of raw inputs), `apply_groups` (F on every member of coding
+groups) and `stacked_apply` (r parity models stacked on a leading axis, each
+on its own parity).
 """
 
+import functools
 import numbers
 import operator
 from typing import Any, Callable, NamedTuple, Sequence
@@ -21,6 +27,9 @@ from typing import Any, Callable, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxcc import data
 
 NAMES = ("mlp", "lenet5", "vgg11", "resnet18", "resnet152")
 
@@ -275,3 +284,55 @@ def get(name: str, input_shape: tuple, num_outputs: int,
     return outputs.astype(jnp.float32), updates.get("batch_stats", {})
 
   return Model(name=name, init=init, apply=apply, num_outputs=num_outputs)
+
+
+# F's forward passes over datasets and coding groups.
+
+PREDICT_BATCH = 512
+
+
+def variables(params, batch_stats) -> dict:
+  """Flax variables from a training state's params and BatchNorm state."""
+  return {"params": params, **({"batch_stats": batch_stats}
+                               if batch_stats else {})}
+
+
+def predict(model: Model, model_variables, images, mean, std,
+            batch_size: int = PREDICT_BATCH) -> np.ndarray:
+  """F's outputs `(N, C)` on raw inputs, in fixed-size padded batches."""
+  fn = _predict_fn(model, tuple(mean), tuple(std))
+  return np.concatenate([fn(model_variables, chunk)[:n]
+                         for chunk, n in padded_chunks(images, batch_size)])
+
+
+def stacked_apply(model: Model, stacked_vars, parities_BR) -> jax.Array:
+  """Parity model j (leading axis of `stacked_vars`) on parity j: `(B,R,C)`."""
+  out_RBC = jax.vmap(model.apply, in_axes=(0, 1))(stacked_vars, parities_BR)
+  return jnp.moveaxis(out_RBC, 0, 1)
+
+
+def apply_groups(model: Model, model_variables, x_BG) -> jax.Array:
+  """F on every member of a group axis: `(B, G, ...) -> (B, G, C)`."""
+  b, g = x_BG.shape[:2]
+  out = model.apply(model_variables, x_BG.reshape((b * g,) + x_BG.shape[2:]))
+  return out.reshape(b, g, -1)
+
+
+def padded_chunks(array, size):
+  """Yields fixed-size chunks (the last one padded) and their real lengths."""
+  for start in range(0, len(array), size):
+    chunk = array[start:start + size]
+    n = len(chunk)
+    if n < size:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - n, axis=0)])
+    yield chunk, n
+
+
+@functools.lru_cache(maxsize=None)
+def _predict_fn(model, mean, std):
+  mean, std = np.float32(mean), np.float32(std)
+
+  @jax.jit
+  def fn(model_variables, images):
+    return model.apply(model_variables, data.normalize(images, mean, std))
+  return fn

@@ -21,12 +21,10 @@ from configs import speech
 from jaxcc import evaluation
 from jaxcc import experiment
 from jaxcc import models
-from jaxcc import training
+from jaxcc import stages
 
 _TINY = ("base_epochs=1,epochs=1,checkpoint_every_secs=0,eval_every=100,"
          "base.batch_size=8,batch_size=4")
-_SPEECH_MINI = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                            "data", "speech_commands_mini")
 _SHARED_FIELDS = {
     "available_accuracy", "degraded_accuracy", "reconstruction_accuracy",
     "default_accuracy", "overall_accuracy", "available_top5_accuracy",
@@ -37,7 +35,7 @@ _SHARED_FIELDS = {
 def _pipeline(config_module, arg, workdir):
   """Trains F and the parity model, evaluates; returns the saved eval.json."""
   config = config_module.get_config(f"{_TINY},{arg}")
-  training.train(config, str(workdir))
+  stages.train(config, str(workdir))
   results = evaluation.evaluate(config, str(workdir))
   saved = json.load(open(workdir / "eval.json"))
   assert saved["degraded_accuracy"] == results["degraded_accuracy"]
@@ -53,6 +51,7 @@ def _check_classification(saved):
     assert 0.0 <= saved[key] <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                     reason="tfds's speech_commands builder needs TensorFlow "
                     "(pip install -r requirements.txt)")
@@ -62,15 +61,27 @@ def test_speech_commands_tfds(tmp_path):
   _check_classification(saved)
 
 
-@pytest.mark.skipif(not os.path.isdir(_SPEECH_MINI),
-                    reason=f"real speech subset not found at {_SPEECH_MINI}")
-def test_speech_commands_mini_real_clips(tmp_path):
-  saved = _pipeline(speech, f"dataset=npz:{_SPEECH_MINI},model=mlp",
-                    tmp_path)
+def _write_speech_npz(directory, rng):
+  """Clips in the npz speech format: int16 16 kHz audio, length, label."""
+  directory.mkdir()
+  for split, n in (("train", 40), ("val", 10), ("test", 11)):
+    length = rng.integers(8000, 16001, n).astype(np.int32)
+    audio = (rng.normal(0, 3000, (n, 16000)) *
+             (np.arange(16000) < length[:, None])).astype(np.int16)
+    np.savez(directory / f"{split}.npz", audio=audio, length=length,
+             label=rng.integers(0, 3, n))
+
+
+@pytest.mark.slow
+def test_speech_clips_from_local_files(tmp_path):
+  _write_speech_npz(tmp_path / "speech", np.random.default_rng(0))
+  saved = _pipeline(speech, f"dataset=npz:{tmp_path / 'speech'},model=mlp",
+                    tmp_path / "run")
   _check_classification(saved)
-  assert saved["num_groups"] == 25  # the 51 official test clips, k = 2
+  assert saved["num_groups"] == 5  # 11 test clips, k = 2
 
 
+@pytest.mark.slow
 def test_cifar100_top5(tmp_path):
   with tfds.testing.mock_data(num_examples=40):
     saved = _pipeline(cifar100, "model=mlp", tmp_path)
@@ -78,6 +89,7 @@ def test_cifar100_top5(tmp_path):
   assert saved["default_top5_accuracy"] == 0.05  # 5 of the 100 classes
 
 
+@pytest.mark.slow
 def test_cats_vs_dogs_concatenation(tmp_path):
   with tfds.testing.mock_data(num_examples=40):
     saved = _pipeline(cats_vs_dogs, "image_size=16,model=mlp", tmp_path)
@@ -113,6 +125,7 @@ def _check_localization(saved):
       "missing", "degraded_mean_iou", "reconstruction_mean_iou"}
 
 
+@pytest.mark.slow
 def test_cub_localization(tmp_path):
   with tfds.testing.mock_data(as_data_source_fn=_bird_source):
     saved = _pipeline(localization_config, "image_size=16,model=mlp",
@@ -120,6 +133,7 @@ def test_cub_localization(tmp_path):
   _check_localization(saved)
 
 
+@pytest.mark.slow
 def test_digit_localization_learns_boxes(tmp_path):
   saved = _pipeline(localization_config,
                     "dataset=digits-localization,image_size=0,model=mlp,"

@@ -1,162 +1,140 @@
-"""Training and evaluation end to end on the embedded dataset (tiny budget)."""
-
-import json
-import os
+"""Step and epoch builders of `jaxcc.training`, and stage-2 approaches."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import parity as parity_config
-from jaxcc import evaluation
-from jaxcc import experiment
+from jaxcc import approaches
+from jaxcc import codes
+from jaxcc import data
+from jaxcc import erasures
+from jaxcc import models
 from jaxcc import training
 
-_TINY = ("base_epochs=2,epochs=3,validation_size=200,checkpoint_every_secs=0,"
-         "eval_every=100")
+_SHAPE = (8, 8, 1)
 
 
-def _config(extra=""):
-  return parity_config.get_config(_TINY + ("," + extra if extra else ""))
+def _images(n, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, *_SHAPE), np.uint8)
 
 
-def test_train_and_evaluate_writes_metrics(tmp_path):
-  config = _config()
-  training.train(config, str(tmp_path))
-  results = evaluation.evaluate(config, str(tmp_path))
-  saved = json.load(open(tmp_path / "eval.json"))
-  assert saved["degraded_accuracy"] == results["degraded_accuracy"]
-  assert saved["available_accuracy"] > 0.5  # two epochs of real MNIST
-  assert saved["degraded_accuracy"] > saved["default_accuracy"]
-  assert len(saved["per_pattern"]) == 2 and saved["k"] == 2
-  assert set(saved["overall_accuracy"]) == {
-      "0.0", "0.01", "0.05", "0.1", "0.2", "0.5", "1.0"}
-  assert os.path.exists(tmp_path / "overall_accuracy.png")
-  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert [(l["stage"], l.get("epoch")) for l in lines] == [
-      ("base", 1), ("base", 2), ("base", None),
-      ("stage2", 1), ("stage2", 2), ("stage2", 3), ("stage2", None)]
-  summary = lines[-1]
-  assert summary["summary"] and summary["epochs"] == 3
-  assert summary["examples_per_sec"] > 0
+def _normalize():
+  return training.normalizer(np.float32([0.5]), np.float32([0.25]))
 
 
-def test_base_model_is_not_in_parity_optimizer(tmp_path):
-  config = _config()
-  exp = experiment.setup(config, str(tmp_path))
-  base = experiment.init_base(exp, jax.random.PRNGKey(0))
-  stage2 = experiment.init_stage2(exp, jax.random.PRNGKey(1), base)
-  # Adam's moments cover exactly the parity models' parameters: r stacked
-  # copies of F's shapes, nothing of F itself.
-  adam = stage2.opt_state[1][0]
+def _parity_setup(model_name="mlp", k=3):
+  model = models.get(model_name,
+                     _SHAPE if model_name == "mlp" else (16, 16, 1), 10)
+  code = codes.summation(k)
+  opt = training.optimizer(1e-3, 1e-5)
+  base = training.init_base(model, opt, jax.random.PRNGKey(0))
+  state = approaches.parity_models().init(
+      jax.random.PRNGKey(1), model=model, code=code, opt=opt,
+      input_shape=None, base_state=base)
+  return model, code, opt, base, state
+
+
+def test_parity_optimizer_covers_exactly_the_parity_models():
+  model, code, opt, base, state = _parity_setup(k=2)
+  adam = state.opt_state[1][0]
   shapes = lambda tree: jax.tree.map(lambda a: a.shape, tree)
-  assert shapes(adam.mu) == shapes(stage2.params)
-  assert shapes(stage2.params) == jax.tree.map(lambda a: (1,) + a.shape,
-                                               base.params)
-  # One parity model per parity, stacked on a leading axis of size r.
-  assert all(x.shape[0] == 1 for x in jax.tree.leaves(stage2.params))
+  assert shapes(adam.mu) == shapes(state.params)
+  # r = 1 stacked copy of F's shapes, nothing of F itself.
+  assert shapes(state.params) == jax.tree.map(lambda a: (1,) + a.shape,
+                                              base.params)
 
 
-class _Interrupt(Exception):
-  pass
+def test_learned_code_optimizer_covers_exactly_encoder_and_decoder():
+  model = models.get("mlp", _SHAPE, 10)
+  code = codes.learned(2, 1, "mlp")
+  opt = training.optimizer(1e-3, 1e-5)
+  state = approaches.learned_code("mse-base", erasures.patterns(2, 1)).init(
+      jax.random.PRNGKey(0), model=model, code=code, opt=opt,
+      input_shape=_SHAPE, base_state=None)
+  adam = state.opt_state[1][0]
+  assert set(state.params) == {"encoder", "decoder"}
+  assert jax.tree.structure(adam.mu) == jax.tree.structure(state.params)
+  assert jax.tree.map(jnp.shape, adam.nu) == jax.tree.map(jnp.shape,
+                                                         state.params)
 
 
-def test_interrupted_training_resumes_to_the_same_result(tmp_path,
-                                                         monkeypatch):
-  config = _config()
-  training.train(config, str(tmp_path / "straight"))
-  straight = evaluation.evaluate(config, str(tmp_path / "straight"))
-
-  real_parity_epoch = training.parity_epoch
-
-  def crashing_parity_epoch(exp, mesh=None):
-    epoch_fn = real_parity_epoch(exp, mesh)
-    calls = []
-
-    def epoch(state, key, **kwargs):
-      calls.append(1)
-      if len(calls) == 2:  # killed in the middle of the second epoch
-        raise _Interrupt()
-      return epoch_fn(state, key, **kwargs)
-    return epoch
-
-  monkeypatch.setattr(training, "parity_epoch", crashing_parity_epoch)
-  with pytest.raises(_Interrupt):
-    training.train(config, str(tmp_path / "resumed"))
-  monkeypatch.undo()
-  training.train(config, str(tmp_path / "resumed"))
-  resumed = evaluation.evaluate(config, str(tmp_path / "resumed"))
-  for key in ("available_accuracy", "degraded_accuracy",
-              "reconstruction_accuracy"):
-    assert resumed[key] == straight[key]
+def test_parity_init_from_base_copies_f():
+  model, code, opt, base, _ = _parity_setup(k=2)
+  state = approaches.parity_models(init="base").init(
+      jax.random.PRNGKey(1), model=model, code=code, opt=opt,
+      input_shape=None, base_state=base)
+  jax.tree.map(lambda s, b: np.testing.assert_array_equal(s[0], b),
+               state.params, base.params)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("dataset=nonexistent_dataset_xyz", "unknown dataset"),
-    ("model=transformer", "unknown model"),
-    ("code=fancy", "unknown code"),
-    ("k=0", "k must be"),
-    ("r=-1", "r must be"),
-    ("r=2", "summation code has r = 1"),
-])
-def test_bad_configs_fail_clearly(tmp_path, extra, message):
-  with pytest.raises(ValueError, match=message):
-    training.train(_config(extra), str(tmp_path))
+def test_parity_step_matches_hand_computed_loss():
+  """One step's loss is the MSE of F_P(X1 + X2 + X3) to the summed targets."""
+  model, code, opt, _, state = _parity_setup()
+  images = _images(6)
+  targets = np.random.default_rng(1).normal(size=(6, 10)).astype(np.float32)
+  idx_BK = jnp.arange(6).reshape(2, 3)
+  step = training.parity_step(model, code, opt, _normalize())
+  _, loss = step(state, idx_BK, images=jnp.asarray(images),
+                 targets=jnp.asarray(targets))
+  x = _normalize()(images).reshape(2, 3, *_SHAPE).sum(1)
+  params_0 = jax.tree.map(lambda a: a[0], state.params)
+  out = model.apply({"params": params_0}, x)
+  want = np.mean((np.asarray(out) - targets.reshape(2, 3, 10).sum(1))**2)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-  config = _config()
-  training.train(config, str(tmp_path))
-  for root, _, files in os.walk(tmp_path / "stage2"):
-    for name in files:
-      with open(os.path.join(root, name), "wb") as f:
-        f.write(b"not a checkpoint")
-  with pytest.raises(ValueError, match="cannot be restored"):
-    evaluation.evaluate(config, str(tmp_path))
+def test_base_step_lowers_the_loss_and_keeps_batch_stats_shape():
+  model = models.get("mlp", _SHAPE, 10)
+  opt = training.optimizer(1e-2, 0.0)
+  state = training.init_base(model, opt, jax.random.PRNGKey(0))
+  images = jnp.asarray(_images(32))
+  labels = jnp.asarray(np.arange(32) % 10)
+  step = jax.jit(training.base_step(
+      model, opt, lambda logits, y: jnp.mean(
+          -jax.nn.log_softmax(logits)[jnp.arange(len(y)), y]), _normalize()))
+  losses = []
+  for _ in range(20):
+    state, loss = step(state, jnp.arange(32), images, labels)
+    losses.append(float(loss))
+  assert losses[-1] < 0.5 * losses[0]
 
 
-def test_evaluate_without_training_is_a_clear_error(tmp_path):
-  with pytest.raises(ValueError, match="no trained base model"):
-    evaluation.evaluate(_config(), str(tmp_path))
-
-
-def test_unknown_config_field():
-  with pytest.raises(ValueError, match="unknown config field"):
-    _config("colour=blue")
-
-
-def test_metrics_agree_with_hand_computation():
-  outputs = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]  # F predicts 0,1,2,0
-  labels = np.array([0, 1, 1, 0])
-  groups = np.array([[0, 1], [2, 3]])
-  patterns = np.array([[0, 1, 1], [1, 0, 1]], bool)
-  recon = np.stack([outputs[groups]] * 2)  # perfect reconstructions
-  m = evaluation.coded_metrics(outputs, labels, groups, np.zeros((2, 1, 3)),
-                               recon, patterns, 2)
-  assert m["available_accuracy"] == 0.75
-  assert m["degraded_accuracy"] == 0.75
-  assert m["reconstruction_accuracy"] == 1.0
-  assert m["overall_accuracy"]["0.5"] == 0.75
-  assert m["default_accuracy"] == 1 / 3
+@pytest.mark.parametrize("model_name, expected", [
+    ("mlp", training.EpochLoop.SCAN), ("lenet5", training.EpochLoop.STEPS)])
+def test_auto_loop_steps_through_convolutions_on_cpu(model_name, expected):
+  model, code, opt, _, state = _parity_setup(model_name)
+  shape = _SHAPE if model_name == "mlp" else (16, 16, 1)
+  images = jnp.zeros((12, *shape), jnp.uint8)
+  step = training.parity_step(model, code, opt, _normalize())
+  idx = jax.ShapeDtypeStruct((2, 3), jnp.int32)
+  assert training.default_loop(
+      step, state, idx, {"images": images,
+                         "targets": jnp.zeros((12, 10))}) is expected
 
 
 def test_looped_epochs_equal_scanned_epochs():
+  model, code, opt, _, state = _parity_setup()
+  images = jnp.asarray(_images(240))
+  targets = jnp.asarray(np.random.default_rng(0).normal(
+      size=(240, 10)).astype(np.float32))
   results = []
-  for scan in ("true", "false"):
-    config = _config(f"k=3,batch_size=8,scan_epochs={scan}")
-    exp = experiment.setup(config, "/unused")
-    base = experiment.init_base(exp, jax.random.PRNGKey(0))
-    state = experiment.init_stage2(exp, jax.random.PRNGKey(1), base)
-    images = exp.dataset.train.image[:240]
-    targets = np.random.default_rng(0).normal(size=(240, 10)).astype(
-        np.float32)
-    state, losses = training.parity_epoch(exp)(
-        state, jax.random.PRNGKey(2), images=jax.device_put(images),
-        targets=jax.device_put(targets))
-    results.append(jax.tree.map(np.asarray, (state.params, losses)))
-  assert results[0][1].shape == (10,)
+  for loop in (training.EpochLoop.SCAN, training.EpochLoop.STEPS):
+    epoch = training.epoch(training.parity_step(model, code, opt,
+                                                _normalize()),
+                           training.group_indices(3, 8), loop)
+    new_state, losses = epoch(jax.tree.map(jnp.copy, state),
+                              jax.random.PRNGKey(2), images=images,
+                              targets=targets)
+    results.append(jax.tree.map(np.asarray, (new_state.params, losses)))
+  assert results[0][1].shape == (10,)  # 240 // (3 * 8) steps
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-7), *results)
-  with pytest.raises(ValueError, match="scan_epochs"):
-    training.scan_epochs(experiment.setup(_config("scan_epochs=maybe"),
-                                          "/unused"))
+
+
+def test_group_indices_use_each_example_at_most_once():
+  idx = np.asarray(training.group_indices(3, 4)(jax.random.PRNGKey(0), 50))
+  assert idx.shape == (4, 4, 3)  # 50 // 12 steps, the rest dropped
+  assert len(np.unique(idx)) == idx.size
+  with pytest.raises(ValueError, match="cannot fill one batch"):
+    data.epoch_groups(jax.random.PRNGKey(0), 11, 3, 4)

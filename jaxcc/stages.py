@@ -1,0 +1,169 @@
+"""Training a config: stage 1 trains the base model F, stage 2 what makes the
+code work (chosen by the config's `approaches.Approach`).
+
+Each stage checkpoints `(state, epoch)` and resumes where it stopped; the
+randomness of epoch e depends only on (seed, stage, e), so an interrupted and
+resumed run ends exactly where an uninterrupted one does. Validation metrics
+come from the same `metrics.evaluate_split` as the final evaluation.
+"""
+
+import functools
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcc import checkpoints
+from jaxcc import experiment as experiment_lib
+from jaxcc import logs
+from jaxcc import metrics
+from jaxcc import models
+from jaxcc import parallel
+from jaxcc import training
+
+_STAGE_SEEDS = {"base": 1, "stage2": 2}
+
+
+class _Context(NamedTuple):
+  """What both stages of one run share."""
+  config: Any
+  mesh: Any
+  place: Callable  # host pytree -> device (replicated over the mesh)
+  normalize: Callable
+  loop: training.EpochLoop
+  images: Any  # the training images, on the device
+  writer: logs.MetricWriter
+
+
+def train(config, workdir: str) -> experiment_lib.Experiment:
+  """Trains F (unless its workdir has it) and then stage 2; resumable."""
+  exp = experiment_lib.setup(config, workdir)
+  experiment_lib.write_config(config, workdir)
+  mesh = parallel.data_mesh() if jax.device_count() > 1 else None
+  place = (lambda tree: parallel.replicate(mesh, tree)) if mesh else (
+      jax.device_put)
+  ctx = _Context(config, mesh, place,
+                 training.normalizer(exp.dataset.mean, exp.dataset.std),
+                 training.EpochLoop(config.epoch_loop),
+                 place(exp.dataset.train.image), logs.MetricWriter(workdir))
+  base_state = _train_base(exp, ctx)
+  if exp.approach.trains:
+    _train_stage2(exp, ctx, base_state)
+  return exp
+
+
+def _train_base(exp, ctx) -> training.TrainState:
+  cfg = ctx.config.base
+  parallel.check_batch(ctx.mesh, cfg.batch_size, "base.batch_size")
+  opt = training.optimizer(cfg.learning_rate, cfg.weight_decay)
+  epoch = training.epoch(
+      training.base_step(exp.model, opt, exp.task.base_loss, ctx.normalize,
+                         ctx.mesh),
+      training.batch_indices(cfg.batch_size), ctx.loop)
+  key = _key(ctx.config, "base")
+  return run_stage(
+      "base", exp.base_dir, cfg.epochs, training.init_base(exp.model, opt, key),
+      functools.partial(epoch, images=ctx.images,
+                        labels=ctx.place(exp.dataset.train.label)),
+      lambda state: _base_validation(exp, state), ctx,
+      examples_per_step=cfg.batch_size, key=key)
+
+
+def _train_stage2(exp, ctx, base_state) -> training.TrainState:
+  cfg, ds = ctx.config.parity, exp.dataset
+  base_vars = models.variables(base_state.params, base_state.batch_stats)
+  outputs_NC = models.predict(exp.model, base_vars, ds.train.image, ds.mean,
+                              ds.std)
+  val_outputs = models.predict(exp.model, base_vars, ds.validation.image,
+                               ds.mean, ds.std)
+  parallel.check_batch(ctx.mesh, cfg.batch_size, "parity.batch_size")
+  opt = training.optimizer(cfg.learning_rate, cfg.weight_decay)
+  epoch = training.epoch(
+      exp.approach.step(model=exp.model, code=exp.code, opt=opt,
+                        normalize=ctx.normalize, mesh=ctx.mesh),
+      training.group_indices(exp.code.k, cfg.batch_size), ctx.loop)
+  arrays = exp.approach.arrays(task=exp.task, split=ds.train,
+                               outputs_NC=outputs_NC, base_vars=base_vars)
+  key = _key(ctx.config, "stage2")
+  state = exp.approach.init(key, model=exp.model, code=exp.code, opt=opt,
+                            input_shape=ds.input_shape, base_state=base_state)
+  return run_stage(
+      "stage2", exp.stage2_dir, cfg.epochs, state,
+      functools.partial(epoch, images=ctx.images, **ctx.place(arrays)),
+      lambda s: _coded_validation(exp, base_state, s, val_outputs), ctx,
+      examples_per_step=cfg.batch_size, key=key)
+
+
+def run_stage(stage, directory, epochs, state, epoch_fn, validate, ctx, *,
+              examples_per_step, key) -> training.TrainState:
+  """Runs `epoch_fn` from the last checkpoint in `directory` to `epochs`."""
+  ckpt = checkpoints.Checkpointer(directory)
+  start = 0
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(state)
+    start = meta["epoch"]
+    logs.info(f"[{stage}] resuming from epoch {start} ({directory})")
+  ctx.writer.resume(stage, start)
+  state = ctx.place(state)
+  last_save = stage_began = time.monotonic()
+  trained = 0
+  for e in range(start, epochs):
+    began = time.perf_counter()
+    state, loss_S = epoch_fn(state, jax.random.fold_in(key, e))
+    loss = float(jnp.mean(loss_S))
+    seconds = time.perf_counter() - began
+    if not np.isfinite(loss):
+      raise FloatingPointError(
+          f"[{stage}] loss became {loss} in epoch {e + 1}; lower the "
+          "learning rate or check the inputs")
+    examples = loss_S.shape[0] * examples_per_step
+    trained += examples
+    record = {"stage": stage, "epoch": e + 1, "loss": loss,
+              "seconds": seconds, "examples_per_sec": examples / seconds}
+    done = e + 1 == epochs
+    if done or (e + 1) % ctx.config.eval_every == 0:
+      record.update(validate(state))
+    if done or time.monotonic() - last_save >= ctx.config.checkpoint_every_secs:
+      ckpt.save(e + 1, state, {"epoch": e + 1})
+      last_save = time.monotonic()
+    ctx.writer.write(record)
+    logs.info(_format_record(record, epochs))
+  if epochs > start:
+    seconds = time.monotonic() - stage_began
+    ctx.writer.write({"stage": stage, "summary": True, "epochs": epochs - start,
+                  "seconds": seconds, "examples_per_sec": trained / seconds})
+  ckpt.close()
+  return state
+
+
+def _format_record(record, epochs):
+  extras = " ".join(f"{k}={v:.4f}" for k, v in record.items()
+                    if k.startswith("val_"))
+  return (f"[{record['stage']}] epoch {record['epoch']}/{epochs} "
+          f"loss={record['loss']:.5f} {extras} "
+          f"({record['examples_per_sec']:,.0f}/s)")
+
+
+def _key(config, stage):
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed),
+                            _STAGE_SEEDS[stage])
+
+
+def _base_validation(exp, state):
+  split = exp.dataset.validation
+  outputs = models.predict(
+      exp.model, models.variables(state.params, state.batch_stats),
+      split.image, exp.dataset.mean, exp.dataset.std)
+  primary = exp.task.primary
+  return {f"val_{primary}": float(np.mean(
+      exp.task.score(outputs, split.label)[primary]))}
+
+
+def _coded_validation(exp, base_state, state, val_outputs):
+  results = metrics.evaluate_split(exp, base_state, state,
+                                   exp.dataset.validation, seed=0,
+                                   outputs_NC=val_outputs)
+  key = f"degraded_{exp.task.primary}"
+  return {f"val_{key}": results[key]}

@@ -1,0 +1,127 @@
+"""Training a config end to end on the embedded digits (tiny budget)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import parity as parity_config
+from jaxcc import evaluation
+from jaxcc import stages
+from jaxcc import training
+
+_TINY = ("base_epochs=2,epochs=3,validation_size=200,checkpoint_every_secs=0,"
+         "eval_every=100")
+
+
+def _config(extra=""):
+  return parity_config.get_config(_TINY + ("," + extra if extra else ""))
+
+
+def _epochs(workdir):
+  lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  return [(l["stage"], l.get("epoch")) for l in lines]
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_writes_metrics(tmp_path):
+  config = _config()
+  stages.train(config, str(tmp_path))
+  results = evaluation.evaluate(config, str(tmp_path))
+  saved = json.load(open(tmp_path / "eval.json"))
+  assert saved["degraded_accuracy"] == results["degraded_accuracy"]
+  assert saved["available_accuracy"] > 0.5  # two epochs of real MNIST
+  assert saved["degraded_accuracy"] > saved["default_accuracy"]
+  assert len(saved["per_pattern"]) == 2 and saved["k"] == 2
+  assert set(saved["overall_accuracy"]) == {
+      "0.0", "0.01", "0.05", "0.1", "0.2", "0.5", "1.0"}
+  assert os.path.exists(tmp_path / "overall_accuracy.png")
+  assert json.load(open(tmp_path / "config.json"))["k"] == 2
+  assert _epochs(tmp_path) == [
+      ("base", 1), ("base", 2), ("base", None),
+      ("stage2", 1), ("stage2", 2), ("stage2", 3), ("stage2", None)]
+
+
+class _Interrupt(Exception):
+  pass
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_to_the_same_result(tmp_path,
+                                                         monkeypatch):
+  config = _config("checkpoint_every_secs=1000")  # saves only at the end...
+  stages.train(config, str(tmp_path / "straight"))
+  straight = evaluation.evaluate(config, str(tmp_path / "straight"))
+
+  real_epoch, calls = training.epoch, []
+
+  def crashing_epoch(step, indices, loop=training.EpochLoop.AUTO):
+    run = real_epoch(step, indices, loop)
+
+    def epoch(state, key, **arrays):
+      calls.append(1)
+      if len(calls) == 4:  # killed during stage 2's second epoch
+        raise _Interrupt()
+      return run(state, key, **arrays)
+    return epoch
+
+  config.checkpoint_every_secs = 0  # ...or after every epoch
+  monkeypatch.setattr(training, "epoch", crashing_epoch)
+  with pytest.raises(_Interrupt):
+    stages.train(config, str(tmp_path / "resumed"))
+  monkeypatch.undo()
+  stages.train(config, str(tmp_path / "resumed"))
+  resumed = evaluation.evaluate(config, str(tmp_path / "resumed"))
+  for key in ("available_accuracy", "degraded_accuracy",
+              "reconstruction_accuracy", "per_pattern"):
+    assert resumed[key] == straight[key]
+  # Each epoch once in metrics.jsonl, though stage 2 ran its first twice.
+  assert _epochs(tmp_path / "resumed") == _epochs(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("dataset=nonexistent_dataset_xyz", "unknown dataset"),
+    ("model=transformer", "unknown model"),
+    ("code=fancy", "unknown code"),
+    ("k=0", "k must be"),
+    ("r=-1", "r must be"),
+    ("r=2", "summation code has r = 1"),
+    ("epoch_loop=maybe", "epoch_loop must be"),
+    ("target=logits", "parity.target must be"),
+])
+def test_bad_configs_fail_before_writing_anything(tmp_path, extra, message):
+  with pytest.raises(ValueError, match=message):
+    stages.train(_config(extra), str(tmp_path))
+  assert not os.path.exists(tmp_path / "config.json")
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+  config = _config()
+  stages.train(config, str(tmp_path))
+  for root, _, files in os.walk(tmp_path / "stage2"):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"not a checkpoint")
+  with pytest.raises(ValueError, match="damaged|cannot be restored"):
+    evaluation.evaluate(config, str(tmp_path))
+
+
+def test_evaluate_without_training_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match="no trained base model"):
+    evaluation.evaluate(_config(), str(tmp_path))
+
+
+def test_unknown_config_field():
+  with pytest.raises(ValueError, match="unknown config field"):
+    _config("colour=blue")
+
+
+@pytest.mark.slow
+def test_label_targets_train_parity_models_toward_one_hot_sums(tmp_path):
+  config = _config("target=label,base_epochs=1,epochs=2")
+  stages.train(config, str(tmp_path))
+  results = evaluation.evaluate(config, str(tmp_path))
+  assert results["degraded_accuracy"] > results["default_accuracy"]
+  assert np.isfinite(results["reconstruction_accuracy"])
