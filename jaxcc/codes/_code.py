@@ -1,13 +1,25 @@
 """The `Code` contract shared by every coding scheme.
 
 Shape names: B groups in a batch, K data inputs per group, R parities,
-N = K + R outputs per group, P erasure patterns.
+N = K + R outputs (workers) per group, P erasure patterns.
 
-- `encode(params, x_BK...) -> parities_BR...`
-- `decode(params, y_BN..., available_N) -> y_BK...`: the K data outputs,
-  passed through where `available` says they arrived and reconstructed where
-  they did not. `available` is data (a boolean array), so every pattern is
-  decoded by one `jax.vmap` and compiled once.
+A code is *systematic* (`Code.systematic` is True) or not:
+
+- Systematic: the K data inputs themselves go to K workers.
+  `encode(params, x_BK...) -> parities_BR...` makes the R parity queries;
+  `y_BN` holds the K data outputs `F(x_k)` first, then the R parity outputs.
+  `decode(params, y_BN..., available_N) -> y_BK...` passes arrived data
+  outputs through unchanged and reconstructs the missing ones.
+- Non-systematic: every worker computes on a coded query.
+  `encode(params, x_BK...) -> coded_BN...` makes N = K + R coded queries, one
+  per worker; `y_BN` holds the N worker outputs in worker order.
+  `decode(params, y_BN..., available_N) -> y_BK...` returns all K predictions
+  from the decoder, whatever the pattern (also when every worker arrived).
+
+In both cases `available_N` is True where an output arrived, at most R are
+False, and it is data (a boolean array), so every pattern is decoded by one
+`jax.vmap` and compiled once. `jaxcc.erasures` lists the patterns each kind
+of code is evaluated on (`erasures.decoding_patterns`).
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -28,13 +40,18 @@ class Code(NamedTuple):
     init: `(key, input_shape, output_shape) -> params`; shapes are those of
       one example (no group or batch axes). Codes without parameters ignore
       them and return `{}`.
-    encode: `(params, x_BK...) -> parities_BR...`.
-    decode: `(params, y_BN..., available_N) -> y_BK...`.
+    encode: `(params, x_BK...) -> parities_BR...` for a systematic code,
+      `(params, x_BK...) -> coded_BN...` (one query per worker) otherwise.
+    decode: `(params, y_BN..., available_N) -> y_BK...`; see the module
+      docstring for what `y_BN` holds.
     name: a short human-readable name.
     parity_target: `(params, y_BK...) -> y_BR...`, the parity outputs that
       the decoder expects from perfect parity computations given the data
       outputs (for a linear code `sum_i G[j, i] y_i`): what parity models are
       trained toward. None for codes that run F itself on the parities.
+    systematic: True if the K data inputs go unchanged to K workers and
+      `encode` returns only the R parity queries; False if `encode` returns
+      N = K + R coded queries and all K outputs come from `decode`.
   """
   k: int
   r: int
@@ -43,9 +60,11 @@ class Code(NamedTuple):
   decode: Callable[..., jax.Array]
   name: str
   parity_target: Optional[Callable[..., jax.Array]] = None
+  systematic: bool = True
 
 
-def make_code(k, r, name, init, encode, decode, parity_target=None) -> Code:
+def make_code(k, r, name, init, encode, decode, parity_target=None,
+              systematic=True) -> Code:
   """Wraps raw encode/decode functions with argument checks."""
 
   def checked_encode(params, x_BK):
@@ -55,14 +74,15 @@ def make_code(k, r, name, init, encode, decode, parity_target=None) -> Code:
 
   def checked_decode(params, y_BN, available_N):
     available_N = check_available(available_N, k, r)
-    check_group_outputs(y_BN, k, r)
+    check_group_outputs(y_BN, k, r, systematic)
     if not isinstance(available_N, jax.core.Tracer):
       _check_finite(y_BN, "available decode outputs",
                     (slice(None), np.asarray(available_N)))
     return decode(params, y_BN, available_N)
 
   return Code(k=k, r=r, init=init, encode=checked_encode,
-              decode=checked_decode, name=name, parity_target=parity_target)
+              decode=checked_decode, name=name, parity_target=parity_target,
+              systematic=systematic)
 
 
 def no_params(key, input_shape=None, output_shape=None):
@@ -91,12 +111,13 @@ def check_group_inputs(x_BK, k) -> None:
         f"got shape {jnp.shape(x_BK)}")
 
 
-def check_group_outputs(y_BN, k, r) -> None:
+def check_group_outputs(y_BN, k, r, systematic=True) -> None:
   if jnp.ndim(y_BN) < 2 or jnp.shape(y_BN)[1] != k + r:
+    order = ("data outputs first, then parity outputs" if systematic else
+             "one output per worker, in worker order")
     raise ValueError(
         f"decode expects outputs shaped (batch, k+r={k + r}, *output_shape) "
-        f"with data outputs first, then parity outputs; got shape "
-        f"{jnp.shape(y_BN)}")
+        f"with {order}; got shape {jnp.shape(y_BN)}")
 
 
 def check_available(available_N, k, r) -> jax.Array:

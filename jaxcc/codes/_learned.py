@@ -182,7 +182,8 @@ def _decoder_shapes(k, r, m):
 
 
 def _dense(layer, x):
-  return x @ layer["kernel"] + layer["bias"]
+  bias = layer["bias"]
+  return x @ layer["kernel"] + bias.reshape((1,) * (x.ndim - 1) + bias.shape)
 
 
 def _encode(enc, x_BK, k, r, encoder):
@@ -225,7 +226,8 @@ def _encode_planes(enc, x_BKHW, k, r, encoder):
     z_BHWC = jax.lax.conv_general_dilated(
         z_BHWC, layer["kernel"], window_strides=(1, 1), padding="SAME",
         rhs_dilation=(dilation, dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC")) + layer["bias"]
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    z_BHWC = z_BHWC + layer["bias"].reshape(1, 1, 1, -1)
     if i < n_layers - 1:
       z_BHWC = jax.nn.relu(z_BHWC)
   return jnp.transpose(z_BHWC, (0, 3, 1, 2))
