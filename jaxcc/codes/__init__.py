@@ -8,8 +8,11 @@ from jaxcc.codes._linear import generator
 from jaxcc.codes._linear import linear
 from jaxcc.codes._linear import worst_condition
 from jaxcc.codes._linear import summation
+from jaxcc.codes._spline import search_lambdas
+from jaxcc.codes._spline import spline
 
 __all__ = ["Code", "generator", "linear", "summation",
            "worst_condition"]
 __all__ += ["learned"]
 __all__ += ["berrut", "concatenation"]
+__all__ += ["search_lambdas", "spline"]

@@ -115,7 +115,7 @@ def berrut(k: int, r: int, nodes=None, systematic: bool = True) -> _code.Code:
   def decode(params, y_BN, available_N):
     del params
     coef_KN = masked_berrut_weights(nodes_N[:k], nodes_N, available_N)
-    recon_BK = _apply(coef_KN, y_BN, available_N)
+    recon_BK = apply_weights(coef_KN, y_BN, available_N)
     return _code.pass_through_available(y_BN, recon_BK, available_N, k)
 
   return _code.make_code(
@@ -130,7 +130,7 @@ def _approxifer(k, r) -> _code.Code:
 
   def decode(params, y_BN, available_N):
     del params
-    return _apply(masked_berrut_weights(alpha_K, z_N, available_N), y_BN,
+    return apply_weights(masked_berrut_weights(alpha_K, z_N, available_N), y_BN,
                   available_N)
 
   return _code.make_code(
@@ -163,7 +163,7 @@ def masked_berrut_weights(targets_T, nodes_N, available_N) -> jax.Array:
   return jnp.where(hit_T, hit_TN.astype(jnp.float32), w_TN / total_T)
 
 
-def _apply(coef_KN, y_BN, available_N) -> jax.Array:
+def apply_weights(coef_KN, y_BN, available_N) -> jax.Array:
   """`sum_n coef[k, n] y[b, n]` over arrived outputs (missing ones unread)."""
   arrived = available_N.reshape((1, -1) + (1,) * (y_BN.ndim - 2))
   y_BN_arrived = jnp.where(arrived, y_BN, jnp.zeros((), y_BN.dtype))
