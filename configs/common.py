@@ -31,7 +31,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.k = 2
   c.r = 1
   c.generator = "random"  # linear code coefficients: random | vandermonde
-  c.seed = 0
+  c.data_seed = 0  # validation (and held-out test) split
+  c.seed = 0  # initialisation and the order of training examples
   c.test_group_seed = 0
   c.eval_missing = config_dict.placeholder(int)  # None: exactly r missing
   c.base_workdir = ""  # reuse F trained in another workdir ("" = this one)

@@ -40,6 +40,8 @@ class Approach(NamedTuple):
       computes the parity outputs, `apply(model, variables, parities_BR) ->
       y_BRC`.
     code_params: `stage2_state -> params` of `code.encode` / `code.decode`.
+    config_fields: the config fields (dotted) that shape the trained stage,
+      beyond the code's: a workdir's stage 2 is bound to their values.
   """
   name: str
   trains: bool
@@ -48,6 +50,7 @@ class Approach(NamedTuple):
   arrays: Optional[Callable]
   parity_network: Callable
   code_params: Callable
+  config_fields: tuple = ()
 
 
 def from_config(config) -> Approach:
@@ -95,7 +98,8 @@ def parity_models(target: str = "base", init: str = "scratch") -> Approach:
       parity_network=lambda base_vars, state: (
           models.variables(state.params, state.batch_stats),
           models.stacked_apply),
-      code_params=lambda state: {})
+      code_params=lambda state: {},
+      config_fields=("parity.target", "parity.init"))
 
 
 def learned_code(loss: str, patterns_PN) -> Approach:
@@ -118,7 +122,8 @@ def learned_code(loss: str, patterns_PN) -> Approach:
 
   return Approach(
       name="learned", trains=True, init=init_state, step=step, arrays=arrays,
-      parity_network=_base_network, code_params=lambda state: state.params)
+      parity_network=_base_network, code_params=lambda state: state.params,
+      config_fields=("learned.encoder", "learned.loss"))
 
 
 def training_free() -> Approach:

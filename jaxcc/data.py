@@ -112,6 +112,11 @@ def load(name: str, *, validation_size: Optional[int] = None, seed: int = 0,
   else:
     source = _tfds(name, data_dir, image_size)
   train, validation, test = source.train, source.validation, source.test
+  for split_name, split in (("train", train), ("validation", validation),
+                            ("test", test)):
+    if split is not None:
+      _check_split(name, split_name, split, train.image.shape[1:],
+                   source.task)
   if test is None:
     train, test = _hold_out(train, len(train.label) // 10, seed + 2, "test")
   if validation is None:
@@ -120,15 +125,18 @@ def load(name: str, *, validation_size: Optional[int] = None, seed: int = 0,
   if image_size:
     train, validation, test = (_resize_split(s, image_size, name)
                                for s in (train, validation, test))
-  for split_name, split in (("train", train), ("validation", validation),
-                            ("test", test)):
-    _check_split(name, split_name, split, train.image.shape[1:], source.task)
   if source.task == LOCALIZATION:
     num_classes = 0
   elif source.num_classes is not None:
     num_classes = source.num_classes
   else:
-    num_classes = int(max(train.label.max(), test.label.max())) + 1
+    num_classes = int(max(s.label.max() for s in (train, validation, test))) + 1
+  if source.task != LOCALIZATION:
+    for split_name, split in (("train", train), ("validation", validation),
+                              ("test", test)):
+      if split.label.max() >= num_classes:
+        raise ValueError(f"{name} {split_name} has label {split.label.max()}"
+                         f" but the dataset has {num_classes} classes")
   mean, std = _channel_stats(train.image)
   return Dataset(name=name, train=train, validation=validation, test=test,
                  num_classes=num_classes, mean=mean, std=std,
@@ -144,7 +152,8 @@ def normalize(image, mean, std):
   x = image.astype(np.float32)
   if image.dtype == np.uint8:
     x = x / 255.0
-  return (x - mean) / std
+  per_channel = (1,) * (x.ndim - 1) + (-1,)
+  return (x - np.reshape(mean, per_channel)) / np.reshape(std, per_channel)
 
 
 def epoch_groups(key, num_examples: int, k: int, groups_per_batch: int):
@@ -214,7 +223,11 @@ def _npz(directory):
       if "label" not in f or not ("image" in f or "audio" in f):
         raise ValueError(f"{path} must hold arrays 'image' (or 'audio') and "
                          f"'label'; found {sorted(f.keys())}")
-      label = f["label"].astype(np.int32)
+      label = f["label"]
+      if not np.issubdtype(label.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be integers (class indices), "
+                         f"got {label.dtype}")
+      label = label.astype(np.int32)
       if "audio" in f:
         length = f["length"] if "length" in f else None
         return Split(audio.spectrograms(f["audio"], length), label)
@@ -358,7 +371,17 @@ def _check_split(name, split_name, split, shape, task):
   if len(label) != len(image) or len(label) == 0:
     raise ValueError(f"{name} {split_name} has {len(image)} inputs and "
                      f"{len(label)} labels")
+  if image.dtype != np.uint8:
+    bad = _count_nonfinite(image)
+    if bad:
+      raise ValueError(f"{name} {split_name} inputs hold {bad} NaN or "
+                       "infinite values")
   if task == LOCALIZATION:
     localization.check_boxes(label, f"{name} {split_name}")
   elif label.min() < 0:
     raise ValueError(f"{name} {split_name} has negative labels")
+
+
+def _count_nonfinite(array, chunk=1024) -> int:
+  return sum(int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+             for a in (array[i:i + chunk] for i in range(0, len(array), chunk)))

@@ -37,12 +37,9 @@ class Experiment(NamedTuple):
 
 def setup(config, workdir: str) -> Experiment:
   """Validates `config`, loads its data and builds the experiment."""
-  check(config)
-  code = make_code(config.code, config.k, config.r,
-                   generator=config.generator, encoder=config.learned.encoder)
-  approach = approaches.from_config(config)
+  code, approach = choose(config)
   dataset = data.load(config.dataset, validation_size=config.validation_size,
-                      seed=config.seed, data_dir=config.data_dir or None,
+                      seed=config.data_seed, data_dir=config.data_dir or None,
                       image_size=config.image_size)
   task = tasks.for_dataset(dataset)
   if (task.name == data.LOCALIZATION and approach.name == "learned" and
@@ -60,8 +57,9 @@ def setup(config, workdir: str) -> Experiment:
                     stage2_dir=os.path.join(workdir, "stage2"))
 
 
-def check(config) -> None:
-  """Raises `ValueError` on a config field that cannot work."""
+def choose(config) -> tuple:
+  """The config's `(code, approach)`, after checking every field that needs
+  no data; raises `ValueError` on one that cannot work."""
   if config.code not in CODES:
     raise ValueError(f"unknown code {config.code!r}; known: {list(CODES)}")
   erasures.check_k_r(config.k, config.r)
@@ -69,6 +67,21 @@ def check(config) -> None:
   if config.epoch_loop not in loops:
     raise ValueError(f"epoch_loop must be one of {loops}, got "
                      f"{config.epoch_loop!r}")
+  for name in ("base.epochs", "parity.epochs", "base.batch_size",
+               "parity.batch_size", "eval_every"):
+    value = field(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+  for name in ("base.learning_rate", "parity.learning_rate"):
+    if not field(config, name) > 0:
+      raise ValueError(f"{name} must be > 0, got {field(config, name)!r}")
+  for name in ("base.weight_decay", "parity.weight_decay",
+               "checkpoint_every_secs"):
+    if not field(config, name) >= 0:
+      raise ValueError(f"{name} must be >= 0, got {field(config, name)!r}")
+  code = make_code(config.code, config.k, config.r,
+                   generator=config.generator, encoder=config.learned.encoder)
+  return code, approaches.from_config(config)
 
 
 def make_code(name: str, k: int, r: int, *, generator: str = "random",
@@ -96,3 +109,9 @@ def write_config(config, workdir: str) -> None:
   with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
     f.write(config.to_json(indent=2))
 
+
+def field(config, dotted: str):
+  """The value of a dotted config field, e.g. "parity.epochs"."""
+  for part in dotted.split("."):
+    config = config[part]
+  return config

@@ -22,6 +22,7 @@ from jaxcc import metrics
 from jaxcc import models
 from jaxcc import parallel
 from jaxcc import training
+from jaxcc import workdir as workdir_lib
 
 _STAGE_SEEDS = {"base": 1, "stage2": 2}
 
@@ -40,6 +41,12 @@ class _Context(NamedTuple):
 def train(config, workdir: str) -> experiment_lib.Experiment:
   """Trains F (unless its workdir has it) and then stage 2; resumable."""
   exp = experiment_lib.setup(config, workdir)
+  workdir_lib.check_identity(exp.base_dir, workdir_lib.base_identity(config))
+  if exp.approach.trains:
+    base_epochs = max(config.base.epochs,
+                      workdir_lib.trained_epochs(exp.base_dir))
+    workdir_lib.check_identity(exp.stage2_dir,
+                               workdir_lib.stage2_identity(exp, base_epochs))
   experiment_lib.write_config(config, workdir)
   mesh = parallel.data_mesh() if jax.device_count() > 1 else None
   place = (lambda tree: parallel.replicate(mesh, tree)) if mesh else (
@@ -63,6 +70,7 @@ def _train_base(exp, ctx) -> training.TrainState:
                          ctx.mesh),
       training.batch_indices(cfg.batch_size), ctx.loop)
   key = _key(ctx.config, "base")
+  workdir_lib.bind(exp.base_dir, workdir_lib.base_identity(ctx.config))
   return run_stage(
       "base", exp.base_dir, cfg.epochs, training.init_base(exp.model, opt, key),
       functools.partial(epoch, images=ctx.images,
@@ -87,6 +95,8 @@ def _train_stage2(exp, ctx, base_state) -> training.TrainState:
   arrays = exp.approach.arrays(task=exp.task, split=ds.train,
                                outputs_NC=outputs_NC, base_vars=base_vars)
   key = _key(ctx.config, "stage2")
+  workdir_lib.bind(exp.stage2_dir, workdir_lib.stage2_identity(
+      exp, workdir_lib.trained_epochs(exp.base_dir)))
   state = exp.approach.init(key, model=exp.model, code=exp.code, opt=opt,
                             input_shape=ds.input_shape, base_state=base_state)
   return run_stage(
@@ -102,7 +112,7 @@ def run_stage(stage, directory, epochs, state, epoch_fn, validate, ctx, *,
   ckpt = checkpoints.Checkpointer(directory)
   start = 0
   if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
+    state, meta = ckpt.restore(state, fallback=True)
     start = meta["epoch"]
     logs.info(f"[{stage}] resuming from epoch {start} ({directory})")
   ctx.writer.resume(stage, start)

@@ -57,6 +57,54 @@ def test_npz_missing_test_split(tmp_path):
     data.load(f"npz:{tmp_path}")
 
 
+def _npz_split(directory, split, image, label):
+  np.savez(directory / f"{split}.npz", image=image, label=label)
+
+
+def _float_images(n, shape=(6, 6)):
+  return np.random.default_rng(1).random((n,) + shape, dtype=np.float32)
+
+
+@pytest.mark.parametrize("split", ["train", "test", "val"])
+def test_nan_inputs_in_any_split_are_refused_at_load(tmp_path, split):
+  _write_npz(tmp_path)
+  images = _float_images(10)
+  images[3, 2, 2] = np.nan
+  _npz_split(tmp_path, split, images, np.zeros(10, np.int64))
+  if split != "train":  # float inputs everywhere, so only the NaN differs
+    _npz_split(tmp_path, "train", _float_images(40), np.zeros(40, np.int64))
+  if split != "test":
+    _npz_split(tmp_path, "test", _float_images(10), np.zeros(10, np.int64))
+  with pytest.raises(ValueError, match=f"{'validation' if split == 'val' else split} inputs hold 1 NaN"):
+    data.load(f"npz:{tmp_path}", validation_size=5)
+
+
+def test_fewer_labels_than_images_is_refused(tmp_path):
+  _write_npz(tmp_path)
+  rng = np.random.default_rng(0)
+  _npz_split(tmp_path, "train",
+             rng.integers(0, 255, (40, 6, 6), dtype=np.uint8),
+             rng.integers(0, 3, 20))
+  with pytest.raises(ValueError, match="train has 40 inputs and 20 labels"):
+    data.load(f"npz:{tmp_path}", validation_size=5)
+
+
+def test_float_labels_are_refused(tmp_path):
+  _write_npz(tmp_path)
+  _npz_split(tmp_path, "test", np.zeros((10, 6, 6), np.uint8),
+             np.full(10, 1.7))
+  with pytest.raises(ValueError, match="labels must be integers"):
+    data.load(f"npz:{tmp_path}", validation_size=5)
+
+
+def test_labels_beyond_the_source_classes_are_refused(tmp_path, monkeypatch):
+  _write_npz(tmp_path)  # labels 0..2
+  read = data._npz  # pylint: disable=protected-access
+  monkeypatch.setattr(data, "_npz", lambda d: read(d)._replace(num_classes=2))
+  with pytest.raises(ValueError, match="has label 2 but the dataset has 2"):
+    data.load(f"npz:{tmp_path}", validation_size=5)
+
+
 def test_epoch_groups_use_each_sample_at_most_once():
   groups = data.epoch_groups(jax.random.PRNGKey(0), 103, 3, 4)
   assert groups.shape == (8, 4, 3)

@@ -130,7 +130,7 @@ def test_train_mode_updates_batch_stats_in_float32(vgg11_bf16):
   conv = variables["params"]["Conv_0"]
   features = jax.lax.conv_general_dilated(
       x, conv["kernel"], (1, 1), "SAME",
-      dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv["bias"]
+      dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv["bias"][None, None, None]
   np.testing.assert_allclose(stats["BatchNorm_0"]["mean"],
                              0.1 * np.mean(features, axis=(0, 1, 2)),
                              rtol=0.02, atol=1e-3)

@@ -1,7 +1,9 @@
 """Training a config end to end on the embedded digits (tiny budget)."""
 
+import glob
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from configs import parity as parity_config
 from jaxcc import evaluation
 from jaxcc import stages
 from jaxcc import training
+from jaxcc import workdir
 
 _TINY = ("base_epochs=2,epochs=3,validation_size=200,checkpoint_every_secs=0,"
          "eval_every=100")
@@ -19,8 +22,8 @@ def _config(extra=""):
   return parity_config.get_config(_TINY + ("," + extra if extra else ""))
 
 
-def _epochs(workdir):
-  lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+def _epochs(directory):
+  lines = [json.loads(l) for l in open(directory / "metrics.jsonl")]
   return [(l["stage"], l.get("epoch")) for l in lines]
 
 
@@ -80,6 +83,30 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path,
   assert _epochs(tmp_path / "resumed") == _epochs(tmp_path / "straight")
 
 
+@pytest.mark.slow
+def test_training_falls_back_from_a_damaged_latest_checkpoint(tmp_path):
+  config = _config()
+  stages.train(config, str(tmp_path / "straight"))
+  straight = evaluation.evaluate(config, str(tmp_path / "straight"))
+  damaged = tmp_path / "damaged"
+  shutil.copytree(tmp_path / "straight", damaged)
+  data_files = glob.glob(str(damaged / "stage2" / "3" / "state" / "ocdbt*" /
+                         "d" / "*"))
+  biggest = max(data_files, key=os.path.getsize)
+  payload = bytearray(open(biggest, "rb").read())
+  payload[len(payload) // 2] ^= 0xFF
+  open(biggest, "wb").write(bytes(payload))
+  with pytest.raises(ValueError, match="damaged"):
+    evaluation.evaluate(config, str(damaged))  # evaluation never falls back
+  stages.train(config, str(damaged))  # retrains epoch 3 from epoch 2
+  assert os.path.isdir(damaged / "stage2" / "damaged" / "3")
+  again = evaluation.evaluate(config, str(damaged))
+  for key in ("available_accuracy", "degraded_accuracy", "per_pattern"):
+    assert again[key] == straight[key]
+  assert [e for stage, e in _epochs(damaged) if stage == "stage2" and e] == [
+      1, 2, 3]  # epoch 3 recorded once, though trained twice
+
+
 @pytest.mark.parametrize("extra, message", [
     ("dataset=nonexistent_dataset_xyz", "unknown dataset"),
     ("model=transformer", "unknown model"),
@@ -89,6 +116,9 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path,
     ("r=2", "summation code has r = 1"),
     ("epoch_loop=maybe", "epoch_loop must be"),
     ("target=logits", "parity.target must be"),
+    ("epochs=-1", "parity.epochs must be"),
+    ("base_epochs=0", "base.epochs must be"),
+    ("batch_size=0", "parity.batch_size must be"),
 ])
 def test_bad_configs_fail_before_writing_anything(tmp_path, extra, message):
   with pytest.raises(ValueError, match=message):
@@ -102,9 +132,11 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
   stages.train(config, str(tmp_path))
   for root, _, files in os.walk(tmp_path / "stage2"):
     for name in files:
+      if name == workdir.IDENTITY_FILE:
+        continue
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"not a checkpoint")
-  with pytest.raises(ValueError, match="damaged|cannot be restored"):
+  with pytest.raises(ValueError, match="damaged"):
     evaluation.evaluate(config, str(tmp_path))
 
 
