@@ -4,15 +4,24 @@
   python serve.py --demo 200                  # local backend, 200 test digits
   python serve.py --backend ray --demo 200    # the same on Ray Serve
   python serve.py                             # serve until interrupted
+  python serve.py --faults                    # ... with the config's faults
 
-The models come from `workdirs[k]` of the serving config, timeouts and
-injected faults from its other fields (see configs/serving.py).
-Query it with `jaxcc.serving.Client("http://127.0.0.1:8000").predict(x)`,
-where x is a uint8 28x28x1 image (or a batch of them).
+The models come from `workdirs[k]` of the serving config, the timeouts from
+its other fields (see configs/serving.py); its faults are injected only with
+`--faults`. Query it with `jaxcc.serving.Client("http://127.0.0.1:8000")
+.predict(x)`, where x is a uint8 28x28x1 image (or a batch of them), or load
+it with `loadgen.py`. SIGINT or SIGTERM drains: no new connections, queries
+in progress are answered, then the workers stop.
+
+The server has no authentication and binds 127.0.0.1 by default. To reach it
+from elsewhere, keep it on localhost and put an authenticating TLS proxy
+(nginx, Caddy, an SSH tunnel) in front; bind `--host 0.0.0.0` only on a
+network you trust.
 """
 
 import asyncio
 import collections
+import signal
 import time
 
 from absl import app
@@ -28,10 +37,20 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/serving.py",
 _K = flags.DEFINE_integer("k", 2, "Coding group size (selects the workdir).")
 _BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"],
                              "Where the model instances run.")
-_PORT = flags.DEFINE_integer("port", 8000, "HTTP port on 127.0.0.1.")
+_HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to bind (default: "
+                            "localhost only; no authentication, see the "
+                            "module docstring).")
+_PORT = flags.DEFINE_integer("port", 8000, "HTTP port.")
 _NUM_BASE = flags.DEFINE_integer("num_base", 2, "Base-model instances (a "
                                  "multiple of k); k of them share a parity "
                                  "instance.")
+_MAX_BATCH = flags.DEFINE_integer("max_batch", 64, "Most examples in one "
+                                  "query; every batch bucket up to it is "
+                                  "compiled at start.")
+_FAULTS = flags.DEFINE_bool("faults", False, "Inject the config's faults "
+                            "(slowdowns, crashes, drops): for demos only.")
+_DRAIN_S = flags.DEFINE_float("drain_s", 30.0, "On shutdown, how long "
+                              "queries in progress may take to finish.")
 _DEMO = flags.DEFINE_integer("demo", 0, "Send this many test digits over "
                              "HTTP, print a summary and exit (0: serve on).")
 
@@ -45,56 +64,75 @@ def main(argv):
     asyncio.run(_serve_local(config, served, dataset))
     return
   from jaxcc.serving import ray_backend  # pylint: disable=g-import-not-at-top
-  seconds = lambda ms: ms / 1e3 if ms > 0 else None
   url = ray_backend.run(ray_backend.application(
       served, num_base=_NUM_BASE.value, num_parity=_NUM_BASE.value // k,
-      group_timeout_s=seconds(config.group_timeout_ms),
-      deadline_s=seconds(config.deadline_ms)), port=_PORT.value)
+      group_timeout_s=_seconds(config.group_timeout_ms),
+      deadline_s=_seconds(config.deadline_ms), max_batch=_MAX_BATCH.value),
+                        host=_HOST.value, port=_PORT.value)
   try:
     _run_client(url, dataset)
   finally:
     ray_backend.shutdown()
 
 
+def faults(config, inject: bool) -> serving.Faults:
+  """The faults to inject: the config's with `--faults`, else none."""
+  return serving.Faults(**config.faults) if inject else serving.Faults()
+
+
+def _seconds(ms):
+  return ms / 1e3 if ms > 0 else None
+
+
 async def _serve_local(config, served, dataset):
   k, num_base = served.code.k, _NUM_BASE.value
-  faults = serving.Faults(**config.faults)
+  injected = faults(config, _FAULTS.value)
   horizon_s = 3600.0
-  intervals = serving.schedule(faults, num_base + num_base // k, horizon_s,
+  intervals = serving.schedule(injected, num_base + num_base // k, horizon_s,
                                config.seed)
   example = served.preprocess(dataset.test.image[:1])
-  base = await serving.LocalPool.create(
-      served.base, example, num_base, faults=faults,
-      intervals=intervals[:num_base], seed=config.seed)
-  parity = await serving.LocalPool.create(
-      served.parities[0], example, num_base // k, faults=faults,
-      intervals=intervals[num_base:], seed=config.seed + 1)
-  seconds = lambda ms: ms / 1e3 if ms > 0 else None
+  options = dict(faults=injected, max_batch=_MAX_BATCH.value,
+                 rpc_timeout_s=_seconds(config.rpc_timeout_ms))
+  base, parity = await asyncio.gather(
+      serving.LocalPool.create(served.base, example, num_base,
+                               intervals=intervals[:num_base],
+                               seed=config.seed, **options),
+      serving.LocalPool.create(served.parities[0], example, num_base // k,
+                               intervals=intervals[num_base:],
+                               seed=config.seed + 1, **options))
   frontend = serving.Frontend(
       base, served.default_output, code=served.code, parity_pools=[parity],
-      group_timeout_s=seconds(config.group_timeout_ms),
-      deadline_s=seconds(config.deadline_ms))
-  await frontend.start(served.input_shape)
+      group_timeout_s=_seconds(config.group_timeout_ms),
+      deadline_s=_seconds(config.deadline_ms))
+  await frontend.start(served.input_shape, _MAX_BATCH.value)
   for pool in (base, parity):
     pool.begin_faults(asyncio.get_running_loop().time(), horizon_s)
 
   async def predict(x_B):
     return await frontend.predict(served.preprocess(x_B))
 
+  def stats():
+    return dict(frontend.counts, base=base.stats(), parity=parity.stats(),
+                http=server.stats())
+
   endpoint = serving.Endpoint(predict, served.input_shape, served.input_dtype,
-                              lambda: dict(frontend.counts))
-  server = await serving.serve_http(endpoint, port=_PORT.value)
-  url = f"http://127.0.0.1:{_PORT.value}"
+                              stats, max_batch=_MAX_BATCH.value)
+  server = await serving.serve_http(endpoint, _HOST.value, _PORT.value)
+  url = f"http://{_HOST.value}:{server.port}"
+  stop = asyncio.Event()
+  loop = asyncio.get_running_loop()
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    loop.add_signal_handler(signum, stop.set)
   try:
     if _DEMO.value:
       await asyncio.to_thread(_run_client, url, dataset)
     else:
       print(f"serving on {url} (Ctrl-C to stop)", flush=True)
-      await server.serve_forever()
+      await stop.wait()
+    await server.shutdown(_DRAIN_S.value)
   finally:
     server.close()
-    await base.close()
-    await parity.close()
+    await asyncio.gather(base.close(), parity.close())
 
 
 def _run_client(url, dataset):

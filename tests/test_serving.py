@@ -1,6 +1,7 @@
 """The coding frontend, pools, faults and simulator, in virtual time (fast)."""
 
 import asyncio
+import logging
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import jaxcc
 from jaxcc import serving
 from jaxcc.serving import _bench
 from jaxcc.serving import _faults
+from jaxcc.serving import _logs
 from jaxcc.serving import _simulator
 
 
@@ -24,14 +26,14 @@ class _Instance:
     self.fn, self.service_s, self.slow = fn, service_s, slow
     self.calls = 0
 
-  def call(self, x_B, delay_s, drop):
+  def call(self, x_B, delay_s):
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     extra = self.slow(self.calls)
     self.calls += 1
     if isinstance(extra, Exception):
       future.set_exception(extra)
-    elif extra is not None and not drop:
+    elif extra is not None:
       loop.call_later(self.service_s + delay_s + extra, future.set_result,
                       self.fn(x_B))
     return future
@@ -195,3 +197,67 @@ def test_bad_fault_parameters_are_rejected():
     serving.Faults(drop_prob=1.5)
   with pytest.raises(ValueError, match="multiple of k"):
     _bench.instance_counts("parm", 3, 4)
+
+
+@pytest.mark.parametrize("max_in_flight, max_missed, retired",
+                         [(2, None, 0), (3, 2, 1)])
+def test_hung_instance_holds_at_most_max_in_flight_calls_and_is_retired(
+    max_in_flight, max_missed, retired):
+  f = _linear_f()
+  hung, healthy = _Instance(f, slow=lambda i: None), _Instance(f)
+  pool = serving.SharedQueuePool(
+      [hung, healthy], rpc_timeout_s=0.1, max_in_flight=max_in_flight,
+      max_missed=max_missed)
+
+  async def scenario():
+    futures = []
+    for x in _queries(50):
+      futures.append(pool.submit(x))
+      await asyncio.sleep(0.02)
+    return await asyncio.gather(*futures, return_exceptions=True)
+
+  results = _simulator.simulate(scenario())
+  failed = [r for r in results if isinstance(r, serving.InstanceFailed)]
+  assert hung.calls == len(failed) == 2  # Then it took no more work.
+  stats = pool.stats()
+  assert (stats["unresponsive"], stats["live"]) == (retired, 2 - retired)
+  assert stats["in_flight"] == 2 and stats["queued"] == 0
+
+
+def test_late_answers_reset_the_missed_deadlines():
+  f = _linear_f()
+  late = _Instance(f, slow=lambda i: 0.15)  # Every answer after its timeout.
+  pool = serving.SharedQueuePool([late], rpc_timeout_s=0.1, max_missed=2)
+
+  async def scenario():
+    futures = []
+    for x in _queries(5):
+      futures.append(pool.submit(x))
+      await asyncio.sleep(0.2)
+    return await asyncio.gather(*futures, return_exceptions=True)
+
+  results = _simulator.simulate(scenario())
+  # Slow is not dead: each late answer ends the streak of one miss.
+  assert all(isinstance(r, serving.InstanceFailed) for r in results)
+  assert late.calls == 5 and pool.stats()["unresponsive"] == 0
+
+
+def test_max_missed_above_max_in_flight_is_rejected():
+  with pytest.raises(ValueError, match="max_missed <= max_in_flight"):
+    serving.SharedQueuePool([], max_in_flight=2, max_missed=3)
+
+
+def test_rate_limited_log_suppresses_floods_and_says_so(caplog):
+  now = [0.0]
+  log = _logs.Limited(logging.getLogger("jaxcc.test"), burst=3,
+                      period_s=10.0, clock=lambda: now[0])
+  with caplog.at_level(logging.ERROR, logger="jaxcc.test"):
+    for i in range(1000):
+      log.error("flood", "restart %d failed", i)
+      log.error("other", "another fault")
+    now[0] = 10.0
+    log.error("flood", "restart again failed")
+  flood = [r.getMessage() for r in caplog.records if "restart" in r.message]
+  assert flood == ["restart 0 failed", "restart 1 failed", "restart 2 failed",
+                   "restart again failed (997 similar messages suppressed)"]
+  assert sum("another" in r.message for r in caplog.records) == 3

@@ -4,6 +4,8 @@ import asyncio
 import io
 import json
 import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ _W = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
 class _Instance:
   alive = True
 
-  def call(self, x_B, delay_s, drop):
+  def call(self, x_B, delay_s):
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     loop.call_later(1e-3, future.set_result, x_B.reshape(len(x_B), -1) @ _W)
@@ -135,3 +137,139 @@ def test_json_batch_and_single_example_shapes():
   batch = endpoint.parse(_npy(np.stack([_IMAGE] * 3)), "application/x-npy")
   assert single.shape == (1,) + _SHAPE and single.dtype == np.uint8
   assert batch.shape == (3,) + _SHAPE
+
+
+class _SlowInstance(_Instance):
+  """Answers after `service_s`."""
+
+  def __init__(self, service_s):
+    self.service_s = service_s
+
+  def call(self, x_B, delay_s):
+    future = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_later(
+        self.service_s, future.set_result, x_B.reshape(len(x_B), -1) @ _W)
+    return future
+
+
+def _endpoint(service_s=1e-3, max_batch=8, endpoint_class=serving.Endpoint):
+  frontend = serving.Frontend(
+      serving.SharedQueuePool([_SlowInstance(service_s)] * 4), np.zeros(4))
+  return endpoint_class(lambda x: frontend.predict(x.astype(np.float32)),
+                        _SHAPE, np.uint8, lambda: dict(frontend.counts),
+                        max_batch=max_batch)
+
+
+async def _read_answer(reader):
+  """`(status, JSON answer)` read from a raw connection; (None, None) at EOF."""
+  line = await reader.readline()
+  if not line:
+    return None, None
+  length = 0
+  while (header := await reader.readline()) != b"\r\n":
+    if header.lower().startswith(b"content-length:"):
+      length = int(header.split(b":")[1])
+  return int(line.split()[1]), json.loads(await reader.readexactly(length))
+
+
+_GOOD = _post(_npy(_IMAGE), "application/x-npy")
+
+
+@pytest.mark.parametrize("partial", [
+    b"POST /predict HTTP/1.1\r\n",  # The request line only.
+    _GOOD[:_GOOD.index(b"\r\n\r\n")],  # Headers not ended.
+    _GOOD[:-10],  # Part of the body.
+], ids=["request line", "headers", "body"])
+def test_a_request_must_arrive_within_one_deadline(partial):
+  async def scenario():
+    server = await serving.serve_http(_endpoint(), request_timeout_s=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    tic = time.perf_counter()
+    for i in range(0, len(partial), 40):  # Trickled: the deadline is total.
+      writer.write(partial[i:i + 40])
+      await asyncio.sleep(0.02)
+    answer = await asyncio.wait_for(_read_answer(reader), 5.0)
+    elapsed = time.perf_counter() - tic
+    closed = await reader.read() == b""
+    stats = server.stats()
+    writer.close()
+    server.close()
+    return answer, elapsed, closed, stats
+
+  (status, answer), elapsed, closed, stats = asyncio.run(scenario())
+  assert status == 408 and "within 0.3 s" in answer["error"]
+  assert 0.3 <= elapsed < 1.5 and closed
+  assert stats["timed_out_requests"] == 1
+
+
+def test_connections_over_the_cap_get_503_and_others_are_served():
+  async def scenario():
+    server = await serving.serve_http(_endpoint(), max_connections=2)
+    first = await asyncio.open_connection("127.0.0.1", server.port)
+    second = await asyncio.open_connection("127.0.0.1", server.port)
+    await asyncio.sleep(0.05)
+    third = await asyncio.open_connection("127.0.0.1", server.port)
+    refused = await asyncio.wait_for(_read_answer(third[0]), 5.0)
+    first[1].write(_GOOD)
+    served = await asyncio.wait_for(_read_answer(first[0]), 5.0)
+    second[1].close()
+    await asyncio.sleep(0.05)
+    fourth = await asyncio.open_connection("127.0.0.1", server.port)
+    fourth[1].write(b"GET /healthz HTTP/1.1\r\n\r\n")
+    healthy = await asyncio.wait_for(_read_answer(fourth[0]), 5.0)
+    stats = server.stats()
+    for _, writer in (first, third, fourth):
+      writer.close()
+    server.close()
+    return refused, served, healthy, stats
+
+  refused, served, healthy, stats = asyncio.run(scenario())
+  assert refused[0] == 503 and "busy" in refused[1]["error"]
+  assert served[0] == 200 and healthy == (200, {"ok": True})
+  assert stats["rejected_connections"] == 1 and stats["connections"] == 2
+
+
+def test_shutdown_drains_queries_in_progress():
+  async def scenario():
+    server = await serving.serve_http(_endpoint(service_s=0.3))
+    busy = [await asyncio.open_connection("127.0.0.1", server.port)
+            for _ in range(4)]
+    idle = await asyncio.open_connection("127.0.0.1", server.port)
+    for _, writer in busy:
+      writer.write(_GOOD)
+    await asyncio.sleep(0.1)
+    tic = time.perf_counter()
+    shutdown = asyncio.create_task(server.shutdown(5.0))
+    await asyncio.sleep(0.05)
+    with pytest.raises(ConnectionRefusedError):
+      await asyncio.open_connection("127.0.0.1", server.port)
+    idle_closed = await asyncio.wait_for(idle[0].read(), 1.0) == b""
+    answers = [await asyncio.wait_for(_read_answer(r), 5.0) for r, _ in busy]
+    await shutdown
+    return answers, idle_closed, time.perf_counter() - tic
+
+  answers, idle_closed, elapsed = asyncio.run(scenario())
+  assert [status for status, _ in answers] == [200] * 4
+  assert idle_closed and elapsed < 1.0
+
+
+def test_large_bodies_are_parsed_off_the_event_loop():
+  threads = []
+
+  class Recording(serving.Endpoint):
+    def parse(self, body, content_type):
+      threads.append(threading.get_ident())
+      return super().parse(body, content_type)
+
+  endpoint = _endpoint(max_batch=4096, endpoint_class=Recording)
+  small = json.dumps({"inputs": [_IMAGE.tolist()]}).encode()
+  large = json.dumps({"inputs": [_IMAGE.tolist()] * 4096}).encode()
+  assert len(small) < 65536 < len(large)
+
+  async def scenario():
+    return [await endpoint.handle("POST", "/predict", "application/json", b)
+            for b in (small, large)]
+
+  (small_status, _), (large_status, answer) = asyncio.run(scenario())
+  assert small_status == large_status == 200 and len(answer["outputs"]) == 4096
+  assert threads[0] == threading.get_ident() != threads[1]

@@ -32,6 +32,7 @@ def _queries(seed):
 
 # Ray starts its processes by fork + exec, which is safe with JAX's threads.
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+@pytest.mark.slow
 def test_ray_serve_backend_end_to_end():
   w = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
   served = serving.linear(w, 2, (6,))

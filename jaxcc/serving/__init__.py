@@ -13,6 +13,7 @@ from jaxcc.serving._frontend import SOURCES
 from jaxcc.serving._http import Client
 from jaxcc.serving._http import Endpoint
 from jaxcc.serving._http import HttpError
+from jaxcc.serving._http import HttpServer
 from jaxcc.serving._http import serve_http
 from jaxcc.serving._local import LocalPool
 from jaxcc.serving._pool import InstanceFailed
@@ -24,6 +25,6 @@ from jaxcc.serving._served import linear
 from jaxcc.serving._served import linear_model
 
 __all__ = ["Client", "Endpoint", "Faults", "Frontend", "HttpError",
-           "InstanceFailed", "Injector", "LocalPool", "Prediction", "SOURCES",
-           "Served", "SharedQueuePool", "flax_model", "from_workdir", "linear",
-           "linear_model", "schedule", "serve_http"]
+           "HttpServer", "InstanceFailed", "Injector", "LocalPool",
+           "Prediction", "SOURCES", "Served", "SharedQueuePool", "flax_model",
+           "from_workdir", "linear", "linear_model", "schedule", "serve_http"]

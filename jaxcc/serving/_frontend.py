@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from jaxcc import codes
+from jaxcc.serving import _batching
 
 SOURCES = ("original", "reconstruction", "default")
 
@@ -113,26 +114,34 @@ class Frontend:
     self._pad_y = None
     self.counts = collections.Counter({s: 0 for s in SOURCES + ("failure",)})
     self.encode_us, self.decode_us = [], []
-    if code is not None:
-      self._encode = jax.jit(code.encode)
-      self._decode = jax.jit(code.decode)
+    if code is not None:  # Over rows padded to power-of-two buckets.
+      encode, decode = jax.jit(code.encode), jax.jit(code.decode)
+      self._encode = _batching.padded(
+          lambda x_BK: encode(self._code_params, x_BK))
+      self._decode = _batching.padded(
+          lambda y_BN, available_N: decode(self._code_params, y_BN,
+                                           available_N))
 
-  async def start(self, input_shape) -> None:
-    """Compiles the encoder and decoder and learns F(0) for padding.
+  async def start(self, input_shape, max_batch: int = 1) -> None:
+    """Learns F(0) for padding; compiles the encoder and decoder.
+
+    They are compiled for every batch-size bucket up to `max_batch`
+    (`_batching`) before any query arrives, so no query waits for a
+    compilation (nor does the event loop, later).
 
     Args:
       input_shape: the shape of one example (no batch axis).
+      max_batch: the largest query batch.
     """
     if self._code is None:
       return
     k, n = self._code.k, self._code.k + self._code.r
     pad_BS = np.zeros((1,) + tuple(input_shape), np.float32)
     self._pad_y = np.asarray(await self._base.submit(pad_BS))[0]
-    self._encode(self._code_params, np.zeros((1, k) + pad_BS.shape[1:],
-                                             np.float32))
-    self._decode(self._code_params,
-                 np.zeros((1, n) + self._pad_y.shape, np.float32),
-                 np.arange(n) != 0)
+    for size in _batching.buckets(max_batch):
+      self._encode(np.zeros((size, k) + pad_BS.shape[1:], np.float32))
+      self._decode(np.zeros((size, n) + self._pad_y.shape, np.float32),
+                   np.arange(n) != 0)
 
   async def predict(self, x_B) -> Prediction:
     """Answers one query `x_B...` (a batch of B examples)."""
@@ -216,7 +225,7 @@ class Frontend:
       group.outputs[j] = np.broadcast_to(
           self._pad_y, (x_BS.shape[0],) + self._pad_y.shape)
     tic = time.perf_counter()
-    parities_BR = np.asarray(self._encode(self._code_params, x_BK))
+    parities_BR = self._encode(x_BK)
     self.encode_us.append(1e6 * (time.perf_counter() - tic))
     for i, pool in enumerate(self._parities):
       request = pool.submit(parities_BR[:, i])
@@ -252,7 +261,7 @@ class Frontend:
       y_BN = np.stack([like * 0 if y is None else y for y in group.outputs],
                       1)
       tic = time.perf_counter()
-      y_BK = np.asarray(self._decode(self._code_params, y_BN, available_N))
+      y_BK = self._decode(y_BN, available_N)
       self.decode_us.append(1e6 * (time.perf_counter() - tic))
       for j in waiting:
         _settle(group.queries[j], y_BK[:, j], "reconstruction")

@@ -11,9 +11,11 @@ Endpoints:
 - `GET /stats`: the frontend's counts; `GET /healthz`: `{"ok": true}`.
 
 Bad requests get a 4xx answer `{"error": "..."}` (400 bad body, shape or
-dtype; 404; 405; 408 body too slow; 411 no length; 413 body too large; 415
-content type) and never reach the frontend. `Endpoint` holds the checks and
+dtype; 404; 405; 408 request not received by its deadline; 411 no length;
+413 body too large; 415 content type) and never reach the frontend; a
+connection over the server's cap gets 503. `Endpoint` holds the checks and
 routing, shared by the standard-library server here and the Ray ingress.
+Bodies over `_INLINE_PARSE_BYTES` are parsed in a thread, off the event loop.
 """
 
 import asyncio
@@ -21,15 +23,20 @@ import http
 import http.client
 import io
 import json
+import logging
 from typing import Callable, Optional
 import urllib.parse
 
 import numpy as np
 
+from jaxcc.serving import _logs
+
 NPY = "application/x-npy"
 JSON = "application/json"
 _MAX_HEADER_LINES = 64
 _MAX_LINE_BYTES = 8192
+_INLINE_PARSE_BYTES = 65536
+_log = _logs.Limited(logging.getLogger(__name__))
 
 
 class HttpError(Exception):
@@ -87,6 +94,7 @@ class Endpoint:
     except HttpError as e:
       return e.status, {"error": e.message}
     except Exception as e:  # pylint: disable=broad-except
+      _log.error("internal", "%s %s failed: %r", method, path, e)
       return 500, {"error": f"internal error: {type(e).__name__}: {e}"}
 
   async def _route(self, method, path, content_type, body):
@@ -101,7 +109,10 @@ class Endpoint:
       return self._stats()
     if len(body) > self.max_body_bytes:
       raise HttpError(413, f"body exceeds {self.max_body_bytes} bytes")
-    x_B = self.parse(body, content_type)
+    if len(body) > _INLINE_PARSE_BYTES:
+      x_B = await asyncio.to_thread(self.parse, body, content_type)
+    else:
+      x_B = self.parse(body, content_type)
     prediction = await self._predict(x_B)
     return {"outputs": prediction.output.tolist(),
             "predictions": prediction.output.argmax(-1).tolist(),
@@ -151,57 +162,165 @@ class Endpoint:
 
 
 async def serve_http(endpoint: Endpoint, host: str = "127.0.0.1",
-                     port: int = 0, *, body_timeout_s: float = 10.0,
-                     idle_timeout_s: float = 60.0) -> asyncio.Server:
+                     port: int = 0, *, request_timeout_s: float = 10.0,
+                     idle_timeout_s: float = 60.0,
+                     max_connections: int = 256) -> "HttpServer":
   """Starts an HTTP/1.1 server (keep-alive) for `endpoint`.
 
-  The bound port is `server.sockets[0].getsockname()[1]`.
+  Args:
+    endpoint: checks and answers requests.
+    host: the address to bind; the default takes local clients only.
+    port: the port (0: any free one, see `HttpServer.port`).
+    request_timeout_s: one deadline for a request's line, headers and body,
+      counted from its first line (408 after it).
+    idle_timeout_s: a kept-alive connection with no request for this long is
+      closed.
+    max_connections: connections beyond this many get 503 and are closed.
   """
-  async def on_connection(reader, writer):
-    try:
-      await _serve_connection(endpoint, reader, writer, body_timeout_s,
-                              idle_timeout_s)
-    except (ConnectionError, asyncio.IncompleteReadError):
-      pass
-    finally:
+  server = HttpServer(endpoint, request_timeout_s, idle_timeout_s,
+                      max_connections)
+  server.server = await asyncio.start_server(
+      server._on_connection, host, port,  # pylint: disable=protected-access
+      limit=_MAX_LINE_BYTES)
+  server.port = server.sockets[0].getsockname()[1]
+  return server
+
+
+class HttpServer:
+  """A running server of one endpoint; make one with `serve_http`."""
+
+  def __init__(self, endpoint, request_timeout_s, idle_timeout_s,
+               max_connections):
+    self._endpoint = endpoint
+    self._request_timeout_s = request_timeout_s
+    self._idle_timeout_s = idle_timeout_s
+    self._max_connections = max_connections
+    self.server = None  # The asyncio.Server.
+    self.port = None  # The bound port.
+    self._busy = {}  # writer -> whether a request is in progress on it
+    self._quiet = asyncio.Event()  # No request in progress.
+    self._quiet.set()
+    self._draining = False
+    self.rejected = self.timed_out = 0
+
+  @property
+  def sockets(self):
+    return self.server.sockets
+
+  def stats(self) -> dict:
+    """Open connections, requests in progress, and refused or late ones."""
+    return {"connections": len(self._busy),
+            "requests_in_progress": sum(self._busy.values()),
+            "rejected_connections": self.rejected,
+            "timed_out_requests": self.timed_out}
+
+  def close(self) -> None:
+    """Stops at once: no new connections, open ones closed."""
+    self.server.close()
+    for writer in list(self._busy):
       writer.close()
 
-  return await asyncio.start_server(on_connection, host, port,
-                                    limit=_MAX_LINE_BYTES)
+  async def shutdown(self, timeout_s: float = 30.0) -> None:
+    """Drains: stops accepting and answers the requests in progress.
 
-
-async def _serve_connection(endpoint, reader, writer, body_timeout_s,
-                            idle_timeout_s):
-  while True:
+    Idle connections close at once; the others after their answer, or after
+    `timeout_s` in any case.
+    """
+    self._draining = True
+    self.server.close()
+    for writer, busy in list(self._busy.items()):
+      if not busy:  # Idle keep-alive connections end now.
+        writer.close()
     try:
-      line = await asyncio.wait_for(reader.readline(), idle_timeout_s)
+      await asyncio.wait_for(self._quiet.wait(), timeout_s)
+    except asyncio.TimeoutError:
+      _log.warning("drain", "%d requests still in progress after %.1f s; "
+                   "closing their connections",
+                   sum(self._busy.values()), timeout_s)
+    self.close()
+
+  async def _on_connection(self, reader, writer):
+    """Serves one connection (asyncio's client_connected_cb)."""
+    if self._draining or len(self._busy) >= self._max_connections:
+      self.rejected += 1
+      _log.warning("connection cap", "refused a connection: %d open (cap "
+                   "%d)%s", len(self._busy), self._max_connections,
+                   ", draining" if self._draining else "")
+      try:
+        await asyncio.wait_for(_respond(writer, 503, {
+            "error": "server busy or shutting down; retry later"}, True),
+                               self._request_timeout_s)
+      except (ConnectionError, asyncio.TimeoutError):
+        pass
+      finally:
+        writer.close()
+      return
+    self._busy[writer] = False
+    try:
+      await self._serve(reader, writer)
+    except (ConnectionError, asyncio.IncompleteReadError,
+            asyncio.TimeoutError):
+      pass
+    except Exception as e:  # pylint: disable=broad-except
+      _log.error("connection", "connection failed: %r", e)
+    finally:
+      del self._busy[writer]
+      self._update_quiet()
+      writer.close()
+
+  def _set_busy(self, writer, busy):
+    self._busy[writer] = busy
+    self._update_quiet()
+
+  def _update_quiet(self):
+    if any(self._busy.values()):
+      self._quiet.clear()
+    else:
+      self._quiet.set()
+
+  async def _serve(self, reader, writer):
+    while not self._draining:
+      try:
+        line = await asyncio.wait_for(reader.readline(), self._idle_timeout_s)
+      except (asyncio.TimeoutError, ValueError):  # Idle, or line too long.
+        return
       if not line:
         return
-      method, path, headers = await _read_head(line, reader)
-    except (asyncio.TimeoutError, HttpError, ValueError) as e:
-      if isinstance(e, HttpError):
-        await _respond(writer, e.status, {"error": e.message}, close=True)
-      elif isinstance(e, ValueError):  # A line over the reader's limit.
-        await _respond(writer, 400, {"error": "request head too long"},
-                       close=True)
-      return
-    try:
-      length = endpoint.check_length(method, headers.get("content-length"))
-      body = await asyncio.wait_for(reader.readexactly(length),
-                                    body_timeout_s)
-    except HttpError as e:
-      await _respond(writer, e.status, {"error": e.message}, close=True)
-      return
-    except asyncio.TimeoutError:
-      await _respond(writer, 408, {"error": "body not received in time"},
-                     close=True)
-      return
-    status, answer = await endpoint.handle(
-        method, path, headers.get("content-type", ""), body)
-    close = headers.get("connection", "").lower() == "close"
-    await _respond(writer, status, answer, close)
-    if close:
-      return
+      self._set_busy(writer, True)
+      try:
+        method, path, headers, body = await asyncio.wait_for(
+            self._read_request(line, reader), self._request_timeout_s)
+      except HttpError as e:
+        await self._respond(writer, e.status, {"error": e.message}, True)
+        return
+      except ValueError:  # A line over the reader's limit.
+        await self._respond(writer, 400, {"error": "request head too long"},
+                            True)
+        return
+      except asyncio.TimeoutError:
+        self.timed_out += 1
+        await self._respond(writer, 408, {
+            "error": f"request not received within "
+                     f"{self._request_timeout_s} s"}, True)
+        return
+      status, answer = await self._endpoint.handle(
+          method, path, headers.get("content-type", ""), body)
+      close = (headers.get("connection", "").lower() == "close"
+               or self._draining)
+      await self._respond(writer, status, answer, close)
+      self._set_busy(writer, False)
+      if close:
+        return
+
+  async def _read_request(self, line, reader):
+    method, path, headers = await _read_head(line, reader)
+    length = self._endpoint.check_length(method, headers.get("content-length"))
+    return method, path, headers, await reader.readexactly(length)
+
+  async def _respond(self, writer, status, answer, close):
+    """Answers; a client that does not read its answer in time is dropped."""
+    await asyncio.wait_for(_respond(writer, status, answer, close),
+                           self._request_timeout_s)
 
 
 async def _read_head(request_line, reader):

@@ -1,15 +1,23 @@
 """The local backend: model instances as worker processes on this machine.
 
 Each instance is a Python process (`jaxcc.serving._worker`) that builds its
-model from a factory, jits it on the CPU (one thread) and answers requests
-over a socket pair. A pool restarts an instance `faults.restart_s` after its
-process dies, and can kill instances at Poisson times (`faults.crash_rate`)
-to inject crashes.
+model from a factory, compiles it on the CPU (one thread) for the batch sizes
+it will see and answers requests over a socket pair. The frontend's side of
+each socket is an asyncio stream, so no call ever blocks the event loop: not
+a request to a hung worker, not the model sent to a starting one.
+
+A pool restarts an instance `faults.restart_s` after its process dies (or
+after it was killed for missing `max_missed` deadlines in a row), retrying
+with exponential back-off whatever goes wrong, and can kill instances at
+Poisson times (`faults.crash_rate`) to inject crashes. Deaths, restarts and
+failed restarts are logged (rate-limited) and counted in `stats()`.
 """
 
 import asyncio
-from multiprocessing import connection
+import functools
+import logging
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -17,10 +25,13 @@ from typing import Optional
 
 import numpy as np
 
+from jaxcc.serving import _batching
 from jaxcc.serving import _faults
+from jaxcc.serving import _logs
 from jaxcc.serving import _pool
 from jaxcc.serving import _worker
 
+_log = _logs.Limited(logging.getLogger(__name__))
 _WORKER_ENV = {"JAX_PLATFORMS": "cpu",
                "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false "
                             "intra_op_parallelism_threads=1"}
@@ -29,89 +40,104 @@ _WORKER_MAIN = ("import sys; from jaxcc.serving import _worker; "
 
 
 class WorkerInstance:
-  """One model instance: a worker process and the socket to it."""
+  """One model instance: a worker process and the stream to it.
 
-  def __init__(self, model_factory):
-    self._factory = model_factory
+  Start one with `await WorkerInstance.launch(...)`.
+  """
+
+  def __init__(self, process, reader, writer):
+    self._process = process
+    self._reader, self._writer = reader, writer
     self._pending = {}
     self._next_id = 0
-    self._process = self._conn = None
-    self.alive = False
-    self.exited = None  # Future set when the process is gone.
-
-  async def start(self, example_B, timeout_s: float = 120.0) -> None:
-    """Spawns the process and waits until it has compiled its model."""
-    loop = asyncio.get_running_loop()
-    parent, child = socket.socketpair()
-    root = os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
-    env = dict(os.environ, **_WORKER_ENV, PYTHONPATH=os.pathsep.join(
-        filter(None, [root, os.environ.get("PYTHONPATH")])))
-    with child:
-      self._process = subprocess.Popen(
-          [sys.executable, "-c", _WORKER_MAIN, str(child.fileno())],
-          pass_fds=[child.fileno()], env=env)
-    self._conn = connection.Connection(parent.detach())
-    self._conn.send(self._factory)
-    self.exited = loop.create_future()
-    ready = loop.create_future()
-    self._pending[_worker.READY] = ready
-    loop.add_reader(self._conn.fileno(), self._on_readable)
     self.alive = True
-    await asyncio.wait_for(ready, timeout_s)
-    await asyncio.wait_for(self.call(example_B, 0.0, False), timeout_s)
+    self.exited = asyncio.get_running_loop().create_future()
+    self._reading = None
+
+  @classmethod
+  async def launch(cls, setup: bytes, timeout_s: float) -> "WorkerInstance":
+    """Spawns a worker, sends it `setup` and waits until it is ready.
+
+    Args:
+      setup: the framed `(factory, example_B, batch sizes)` message.
+      timeout_s: how long the worker may take to build and compile.
+    """
+    parent, child = socket.socketpair()
+    process = None
+    try:
+      with child:  # Forked off the event loop: a big process forks slowly.
+        process = await asyncio.to_thread(
+            subprocess.Popen,
+            [sys.executable, "-c", _WORKER_MAIN, str(child.fileno())],
+            pass_fds=[child.fileno()], env=_worker_env())
+      reader, writer = await asyncio.open_connection(sock=parent)
+    except BaseException:
+      parent.close()
+      if process is not None:
+        process.kill()
+        await asyncio.to_thread(process.wait)
+      raise
+    instance = cls(process, reader, writer)
+    writer.write(setup)  # Buffered: the loop sends it as the worker reads.
+    try:
+      ready = await asyncio.wait_for(_read_message(reader), timeout_s)
+      if ready != _worker.READY:
+        raise _pool.InstanceFailed(f"worker sent {ready!r}, not ready")
+    except BaseException:
+      await instance.stop()
+      raise
+    instance._reading = asyncio.create_task(instance._read_replies())
+    return instance
 
   @property
-  def pid(self) -> Optional[int]:
-    return self._process.pid if self._process else None
+  def pid(self) -> int:
+    return self._process.pid
 
-  def call(self, x_B, delay_s: float, drop: bool) -> asyncio.Future:
+  def call(self, x_B, delay_s: float) -> asyncio.Future:
     future = asyncio.get_running_loop().create_future()
     if not self.alive:
       future.set_exception(_pool.InstanceFailed("instance is not running"))
       return future
     self._next_id += 1
     self._pending[self._next_id] = future
-    try:
-      self._conn.send((self._next_id, x_B, delay_s, drop))
-    except OSError:
-      self._on_exit()
+    self._writer.write(_worker.frame((self._next_id, x_B, delay_s)))
     return future
 
   def kill(self) -> None:
-    """Crashes the instance (SIGKILL); the pool notices and restarts it."""
-    if self._process is not None and self._process.poll() is None:
+    """Kills the process (SIGKILL, works on a stopped one too)."""
+    if self._process.poll() is None:
       self._process.kill()
 
   async def stop(self) -> None:
-    if self._process is None:
-      return
+    """Kills the process, fails what it held and reaps it."""
     self.kill()
-    if self.exited is not None:
-      await self.exited
+    if self._reading is not None:
+      await asyncio.gather(self._reading, return_exceptions=True)
+    self._on_exit()
     await asyncio.to_thread(self._process.wait)
 
-  def _on_readable(self):
+  async def _read_replies(self):
     try:
-      message = self._conn.recv()
-    except (EOFError, OSError):
+      while True:
+        request_id, y_BC = await _read_message(self._reader)
+        future = self._pending.pop(request_id, None)
+        if future is not None and not future.done():
+          future.set_result(y_BC)
+    except (asyncio.IncompleteReadError, ConnectionError):
+      pass  # The process died.
+    except Exception as e:  # pylint: disable=broad-except
+      _log.error("reply", "bad reply from worker %d, killing it: %r",
+                 self.pid, e)
+      self.kill()
+    finally:
       self._on_exit()
-      return
-    if message == _worker.READY:
-      self._pending.pop(_worker.READY).set_result(None)
-      return
-    request_id, y_BC = message
-    future = self._pending.pop(request_id, None)
-    if future is not None and not future.done():
-      future.set_result(y_BC)
 
   def _on_exit(self):
-    """The process died: fail what it held."""
+    """The process is gone (or going): fail what it held."""
     if not self.alive:
       return
     self.alive = False
-    asyncio.get_running_loop().remove_reader(self._conn.fileno())
-    self._conn.close()
+    self._writer.close()
     for future in self._pending.values():
       if not future.done():
         future.set_exception(_pool.InstanceFailed(
@@ -124,23 +150,43 @@ class LocalPool(_pool.SharedQueuePool):
   """Worker-process instances behind a shared queue, restarted on a crash.
 
   Create with `await LocalPool.create(...)`; stop with `await pool.close()`.
+
+  Args:
+    instances: started instances, one per slot.
+    spawn: `async () -> instance`, starts a replacement.
+    faults: faults to inject once `begin_faults` is called.
+    intervals: slow intervals per instance (`schedule`).
+    seed: seed of the injected delays, drops and crashes.
+    rpc_timeout_s: a response not back by then is lost.
+    max_in_flight: most unanswered calls one instance holds.
+    max_missed: calls in a row past their timeout after which the worker is
+      killed and replaced; at most `max_in_flight`.
+    max_backoff_s: longest wait between two failed restarts.
   """
 
-  def __init__(self, instances, model_factory, example_B, faults, intervals,
-               seed, rpc_timeout_s):
+  def __init__(self, instances, spawn, *, faults=_faults.Faults(),
+               intervals=None, seed=0, rpc_timeout_s=1.0, max_in_flight=2,
+               max_missed=2, max_backoff_s=30.0):
+    if intervals is None:
+      intervals = [np.zeros((0, 2))] * len(instances)
     super().__init__(instances,
                      injector=_faults.Injector(faults, intervals, seed),
-                     rpc_timeout_s=rpc_timeout_s)
-    self._factory, self._example = model_factory, example_B
+                     rpc_timeout_s=rpc_timeout_s,
+                     max_in_flight=max_in_flight, max_missed=max_missed)
+    self._spawn = spawn
     self._faults, self._seed = faults, seed
+    self._max_backoff_s = max_backoff_s
+    self.deaths = self.restarts = self.failed_restarts = 0
     self._tasks = [asyncio.create_task(self._supervise(slot))
                    for slot in range(len(instances))]
 
   @classmethod
   async def create(cls, model_factory, example_B, num_instances: int, *,
                    faults: _faults.Faults = _faults.Faults(), intervals=None,
-                   seed: int = 0, rpc_timeout_s: Optional[float] = 1.0):
-    """Starts `num_instances` workers of `model_factory`, warmed on `example_B`.
+                   seed: int = 0, rpc_timeout_s: Optional[float] = 1.0,
+                   max_in_flight: int = 2, max_missed: Optional[int] = 2,
+                   max_batch: int = 1, start_timeout_s: float = 120.0):
+    """Starts `num_instances` workers of `model_factory`.
 
     Args:
       model_factory: a factory from `jaxcc.serving` (e.g. `Served.base`).
@@ -150,13 +196,26 @@ class LocalPool(_pool.SharedQueuePool):
       intervals: slow intervals per instance (`schedule`); None: none.
       seed: seed of the injected delays, drops and crashes.
       rpc_timeout_s: a response not back by then counts as lost.
+      max_in_flight: most unanswered calls one worker holds.
+      max_missed: calls in a row past their timeout after which a worker is
+        killed and replaced (None: never); at most `max_in_flight`.
+      max_batch: the largest query batch; workers compile every bucket up to
+        it before they take requests.
+      start_timeout_s: how long a worker may take to become ready.
     """
-    instances = [WorkerInstance(model_factory) for _ in range(num_instances)]
-    await asyncio.gather(*(i.start(example_B) for i in instances))
-    if intervals is None:
-      intervals = [np.zeros((0, 2))] * num_instances
-    return cls(instances, model_factory, example_B, faults, intervals, seed,
-               rpc_timeout_s)
+    setup = _worker.frame((model_factory, np.asarray(example_B),
+                           _batching.buckets(max_batch)))
+    spawn = functools.partial(WorkerInstance.launch, setup, start_timeout_s)
+    started = await asyncio.gather(*(spawn() for _ in range(num_instances)),
+                                   return_exceptions=True)
+    errors = [s for s in started if isinstance(s, BaseException)]
+    if errors:
+      await asyncio.gather(*(s.stop() for s in started
+                             if not isinstance(s, BaseException)))
+      raise errors[0]
+    return cls(started, spawn, faults=faults, intervals=intervals, seed=seed,
+               rpc_timeout_s=rpc_timeout_s, max_in_flight=max_in_flight,
+               max_missed=max_missed)
 
   def begin_faults(self, t0: float, horizon_s: float) -> None:
     """Also kills instances at the Poisson times of `faults.crash_rate`."""
@@ -169,30 +228,73 @@ class LocalPool(_pool.SharedQueuePool):
   def kill(self, slot: int) -> None:
     self.instances[slot].kill()
 
+  def stats(self) -> dict:
+    return dict(super().stats(), deaths=self.deaths, restarts=self.restarts,
+                failed_restarts=self.failed_restarts)
+
   async def close(self) -> None:
     for task in self._tasks:
       task.cancel()
     await asyncio.gather(*self._tasks, return_exceptions=True)
-    await asyncio.gather(*(i.stop() for i in self.instances))
+    await asyncio.gather(*(i.stop() for i in self.instances),
+                         return_exceptions=True)
+
+  def _unresponsive(self, index):
+    super()._unresponsive(index)
+    self.instances[index].kill()  # Its supervisor replaces it.
 
   async def _supervise(self, slot):
-    """Restarts the instance of `slot` whenever its process dies."""
+    """Replaces the instance of `slot` whenever its process dies.
+
+    Everything that can fail (reaping, spawning) is retried inside
+    `_restart`, so this loop only ends when the pool closes.
+    """
     while True:
-      await asyncio.shield(self.instances[slot].exited)
-      await asyncio.sleep(self._faults.restart_s)
-      instance = WorkerInstance(self._factory)
+      dead = self.instances[slot]
+      await asyncio.shield(dead.exited)
+      self.deaths += 1
+      _log.warning("death", "instance %d (pid %d) died; restarting it in "
+                   "%.1f s", slot, dead.pid, self._faults.restart_s)
+      self.replace(slot, await self._restart(slot, dead))
+
+  async def _restart(self, slot, dead):
+    """Reaps `dead`, then starts a new instance, with exponential back-off."""
+    try:
+      await dead.stop()
+    except Exception as e:  # pylint: disable=broad-except
+      _log.error("reap", "reaping instance %d (pid %d) failed: %r", slot,
+                 dead.pid, e)
+    delay_s = self._faults.restart_s
+    while True:
+      await asyncio.sleep(delay_s)
       try:
-        await instance.start(self._example)
-      except (asyncio.TimeoutError, _pool.InstanceFailed):
-        await instance.stop()
+        instance = await self._spawn()
+      except Exception as e:  # pylint: disable=broad-except
+        self.failed_restarts += 1
+        delay_s = min(max(2 * delay_s, 0.1), self._max_backoff_s)
+        _log.error("restart", "restart of instance %d failed (%r); retrying "
+                   "in %.1f s", slot, e, delay_s)
         continue
-      except asyncio.CancelledError:
-        await instance.stop()
-        raise
-      self.replace(slot, instance)
+      self.restarts += 1
+      _log.info("restarted", "instance %d restarted as pid %d", slot,
+                instance.pid)
+      return instance
 
   async def _crash_at(self, slot, t0, times):
     loop = asyncio.get_running_loop()
     for t in times:
       await asyncio.sleep(max(0.0, t0 + t - loop.time()))
       self.kill(slot)
+
+
+async def _read_message(reader):
+  (length,) = _worker.HEADER.unpack(
+      await reader.readexactly(_worker.HEADER.size))
+  return pickle.loads(await reader.readexactly(length))
+
+
+def _worker_env():
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  return dict(os.environ, **_WORKER_ENV, PYTHONPATH=os.pathsep.join(
+      filter(None, [root, os.environ.get("PYTHONPATH")])))

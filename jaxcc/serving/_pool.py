@@ -1,22 +1,45 @@
 """A pool of model instances behind one shared queue (Clipper's policy).
 
-An *instance* has `alive` and `call(x_B..., delay_s, drop) -> Future` of
-`y_BC`: it waits `delay_s` (injected slowdown), computes, and never answers
-when `drop` is set; its future fails with `InstanceFailed` when it dies.
-Requests wait in one FIFO queue and go to whichever live instance is idle;
-a request withdrawn (cancelled) while queued is skipped, one cancelled in
-service is computed and ignored.
+An *instance* has `alive` and `call(x_B..., delay_s) -> Future` of `y_BC`:
+it waits `delay_s` (injected slowdown) and computes; its future fails with
+`InstanceFailed` when it dies. Requests wait in one FIFO queue and go to
+whichever live instance is free; a request withdrawn (cancelled) while
+queued is skipped, one cancelled in service is computed and ignored.
+
+A request whose response is not back within `rpc_timeout_s` fails, and its
+instance may take the next one while it still works on the late one, up to
+`max_in_flight` unanswered calls: a hung instance never accumulates work. An
+instance that lets `max_missed` calls in a row pass their timeout without
+answering is treated as dead (`_unresponsive`); `max_missed` is at most
+`max_in_flight`, since a hung instance gets no more calls than that.
+Injected drops lose a response that did come back, so they fail the request
+without counting against its instance.
 """
 
 import asyncio
 import collections
+import logging
 from typing import Optional
 
 from jaxcc.serving import _faults
+from jaxcc.serving import _logs
+
+_log = _logs.Limited(logging.getLogger(__name__))
 
 
 class InstanceFailed(RuntimeError):
   """An instance died, or its response did not come back in time."""
+
+
+class _Slot:
+  """One instance and what the pool has sent it."""
+
+  def __init__(self, instance):
+    self.instance = instance
+    self.busy = False  # Serving a request neither answered nor timed out.
+    self.in_flight = 0  # Calls the instance has not answered.
+    self.missed = 0  # Calls in a row it let pass their timeout.
+    self.retired = False  # Treated as dead until replaced.
 
 
 class SharedQueuePool:
@@ -25,20 +48,40 @@ class SharedQueuePool:
   Args:
     instances: the instances, one per slot.
     injector: draws the slowdown and drop of each request (None: no faults).
-    rpc_timeout_s: a request whose response has not come back by then fails,
-      and its instance takes the next request (it was dropped). None: wait.
+    rpc_timeout_s: a request whose response has not come back by then fails.
+      None: wait (then drops cannot be injected).
+    max_in_flight: most unanswered calls one instance holds.
+    max_missed: calls in a row past their timeout after which an instance is
+      treated as dead (None: never); at most `max_in_flight`.
   """
 
   def __init__(self, instances, *,
                injector: Optional[_faults.Injector] = None,
-               rpc_timeout_s: Optional[float] = None):
-    self.instances = list(instances)
+               rpc_timeout_s: Optional[float] = None,
+               max_in_flight: int = 2, max_missed: Optional[int] = None):
+    if injector is not None and injector.faults.drop_prob and (
+        rpc_timeout_s is None):
+      raise ValueError("injected drops need an rpc_timeout_s: a lost "
+                       "response is only noticed by its timeout")
+    if max_in_flight < 1 or (max_missed is not None and not
+                             1 <= max_missed <= max_in_flight):
+      raise ValueError(f"need 1 <= max_missed <= max_in_flight (a hung "
+                       f"instance gets max_in_flight calls, then none); got "
+                       f"max_missed={max_missed}, max_in_flight="
+                       f"{max_in_flight}")
+    self._slots = [_Slot(i) for i in instances]
     self._injector = injector
     self._rpc_timeout_s = rpc_timeout_s
+    self._max_in_flight = max_in_flight
+    self._max_missed = max_missed
     self._waiting = collections.deque()  # (x, future)
-    self._idle = collections.deque(range(len(self.instances)))
-    self._token = [0] * len(self.instances)  # current dispatch of each slot
+    self._free = collections.deque(range(len(self._slots)))
     self.service_s = []  # dispatch-to-reply time of every answered request
+    self.unresponsive = 0  # instances treated as dead for missed deadlines
+
+  @property
+  def instances(self) -> list:
+    return [slot.instance for slot in self._slots]
 
   def submit(self, x_B) -> asyncio.Future:
     """Queues a request; the future resolves to the instance's output."""
@@ -56,55 +99,113 @@ class SharedQueuePool:
   async def close(self) -> None:
     """Stops the instances (simulated ones need nothing)."""
 
-  def replace(self, slot: int, instance) -> None:
-    """Puts a (restarted) instance into `slot` and gives it work."""
-    self.instances[slot] = instance
-    self._token[slot] += 1
-    if slot not in self._idle:  # It may have died idle.
-      self._idle.append(slot)
-    self._dispatch()
+  def stats(self) -> dict:
+    """Instances, live ones, queued requests, unanswered calls, retirements."""
+    return {"instances": len(self._slots),
+            "live": sum(s.instance.alive and not s.retired
+                        for s in self._slots),
+            "queued": sum(not f.done() for _, f in self._waiting),
+            "in_flight": sum(s.in_flight for s in self._slots),
+            "unresponsive": self.unresponsive}
+
+  def replace(self, index: int, instance) -> None:
+    """Puts a (restarted) instance into slot `index` and gives it work."""
+    self._slots[index] = _Slot(instance)
+    self._release(index, self._slots[index])
+
+  def _unresponsive(self, index: int) -> None:
+    """An instance missed `max_missed` deadlines in a row: stop using it."""
+    self._slots[index].retired = True
+    self.unresponsive += 1
+    _log.warning("unresponsive", "instance %d missed %d deadlines in a row; "
+                 "treated as dead", index, self._max_missed)
+
+  def _is_free(self, slot) -> bool:
+    return (slot.instance.alive and not slot.retired and not slot.busy
+            and slot.in_flight < self._max_in_flight)
+
+  def _release(self, index, slot):
+    """Makes slot `index` take work again if it can."""
+    if (self._slots[index] is slot and self._is_free(slot)
+        and index not in self._free):
+      self._free.append(index)
+    # After the callbacks of a finished request, which may withdraw others.
+    asyncio.get_running_loop().call_soon(self._dispatch)
 
   def _dispatch(self):
-    while self._idle and self._waiting:
-      x_B, future = self._waiting.popleft()
-      if future.done():  # Withdrawn while queued.
+    while self._free and self._waiting:
+      index = self._free.popleft()
+      if not self._is_free(self._slots[index]):  # Rejoins via _release.
         continue
-      slot = self._idle.popleft()
-      while not self.instances[slot].alive:  # Rejoins through replace().
-        if not self._idle:
-          self._waiting.appendleft((x_B, future))
+      x_B, future = self._waiting.popleft()
+      while future.done():  # Withdrawn while queued.
+        if not self._waiting:
+          self._free.appendleft(index)
           return
-        slot = self._idle.popleft()
-      self._start(slot, x_B, future)
+        x_B, future = self._waiting.popleft()
+      self._start(index, x_B, future)
 
-  def _start(self, slot, x_B, future):
+  def _start(self, index, x_B, future):
     loop = asyncio.get_running_loop()
+    slot = self._slots[index]
     delay_s, drop = (0.0, False) if self._injector is None else (
-        self._injector.draw(slot, loop.time()))
-    token, started = self._token[slot], loop.time()
-    reply = self.instances[slot].call(x_B, delay_s, drop)
-    timer = None if self._rpc_timeout_s is None else loop.call_later(
-        self._rpc_timeout_s, self._finish, slot, token, future, None)
-    reply.add_done_callback(
-        lambda r: self._finish(slot, token, future, r, timer, started))
+        self._injector.draw(index, loop.time()))
+    slot.busy = True
+    slot.in_flight += 1
+    call = _Call(slot, future, drop, loop.time())
+    call.reply = slot.instance.call(x_B, delay_s)
+    if self._rpc_timeout_s is not None:
+      call.timer = loop.call_later(self._rpc_timeout_s, self._timeout, index,
+                                   call)
+    call.reply.add_done_callback(lambda r: self._reply(index, call))
 
-  def _finish(self, slot, token, future, reply, timer=None, started=None):
-    """Ends one dispatch, by its reply or (reply None) by the timeout."""
-    if timer is not None:
-      timer.cancel()
-    error = InstanceFailed(f"no response within {self._rpc_timeout_s} s") if (
-        reply is None) else reply.exception()
-    if self._token[slot] != token:  # A late reply of a finished dispatch.
-      return
-    self._token[slot] += 1
+  def _reply(self, index, call):
+    """The instance answered (or failed) one call."""
+    call.slot.in_flight -= 1
+    error = call.reply.exception()
     if error is None:
-      self.service_s.append(asyncio.get_running_loop().time() - started)
-    if not future.done():
+      call.slot.missed = 0
+    if (error is not None or not call.drop) and call.end():
       if error is None:
-        future.set_result(reply.result())
-      else:
-        future.set_exception(error)
-    if self.instances[slot].alive:
-      self._idle.append(slot)
-    # After the callbacks of `future`, which may withdraw queued requests.
-    asyncio.get_running_loop().call_soon(self._dispatch)
+        self.service_s.append(
+            asyncio.get_running_loop().time() - call.started)
+      if not call.future.done():
+        if error is None:
+          call.future.set_result(call.reply.result())
+        else:
+          call.future.set_exception(error)
+    self._release(index, call.slot)
+
+  def _timeout(self, index, call):
+    """No response within `rpc_timeout_s`: fail the request."""
+    if not call.end():
+      return
+    if not call.future.done():
+      call.future.set_exception(InstanceFailed(
+          f"no response within {self._rpc_timeout_s} s"))
+    slot = call.slot
+    if not call.reply.done():
+      slot.missed += 1
+      if (self._max_missed is not None and slot.missed >= self._max_missed
+          and self._slots[index] is slot and not slot.retired):
+        self._unresponsive(index)
+    self._release(index, slot)
+
+
+class _Call:
+  """One request sent to an instance; it ends by its reply or its timeout."""
+
+  def __init__(self, slot, future, drop, started):
+    self.slot, self.future, self.drop, self.started = (slot, future, drop,
+                                                       started)
+    self.reply = self.timer = None
+    self.ended = False
+
+  def end(self) -> bool:
+    """Frees the slot for the next request; False if already ended."""
+    if self.ended:
+      return False
+    self.ended, self.slot.busy = True, False
+    if self.timer is not None:
+      self.timer.cancel()
+    return True

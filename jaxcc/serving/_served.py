@@ -7,8 +7,6 @@ NumPy arrays.
 """
 
 import functools
-import json
-import os
 from typing import Callable, NamedTuple
 
 import jax
@@ -17,8 +15,8 @@ import numpy as np
 
 from jaxcc import codes
 from jaxcc import data
-from jaxcc import experiment
 from jaxcc import models
+from jaxcc import workdir as workdir_lib
 
 
 class Served(NamedTuple):
@@ -74,27 +72,19 @@ def from_workdir(workdir: str):
     `(served, dataset)`: the `Served` system (uint8 images in, normalised
     inside) and the experiment's dataset (its test split makes queries).
   """
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ValueError(f"{workdir} has no config.json: train it with train.py")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  exp = experiment.setup(config, workdir)
-  if exp.approach != "parity-model":
-    raise ValueError(f"{workdir} trained a {exp.approach!r} stage; serving "
-                     "needs parity models")
-  base = experiment.restore_base(exp)
-  stage2 = experiment.restore_stage2(exp, base)
-  stacked = experiment.variables(stage2.params, stage2.batch_stats)
+  exp, base, stage2 = workdir_lib.restore(workdir)
+  if exp.approach.name != "parity-model":
+    raise ValueError(f"{workdir} trained a {exp.approach.name!r} stage; "
+                     "serving needs parity models")
+  stacked = models.variables(stage2.params, stage2.batch_stats)
   ds = exp.dataset
 
   def factory(model_variables):
-    return flax_model(config.model, ds.input_shape, exp.model.num_outputs,
-                      model_variables)
+    return flax_model(exp.config.model, ds.input_shape,
+                      exp.model.num_outputs, model_variables)
 
   served = Served(
-      base=factory(experiment.variables(base.params, base.batch_stats)),
+      base=factory(models.variables(base.params, base.batch_stats)),
       parities=tuple(factory(jax.tree.map(lambda a, j=j: a[j], stacked))
                      for j in range(exp.code.r)),
       code=exp.code, input_shape=tuple(ds.input_shape),

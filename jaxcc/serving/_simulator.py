@@ -71,14 +71,13 @@ class SimInstance:
     self._num_outputs = num_outputs
     self._free_at = 0.0
 
-  def call(self, x_B, delay_s: float, drop: bool) -> asyncio.Future:
+  def call(self, x_B, delay_s: float) -> asyncio.Future:
     loop = asyncio.get_running_loop()
     self._free_at = (max(loop.time(), self._free_at) + delay_s
                      + self._rng.choice(self._service_s))
     future = loop.create_future()
-    if not drop:
-      loop.call_at(self._free_at, future.set_result,
-                   np.zeros((len(x_B), self._num_outputs), np.float32))
+    loop.call_at(self._free_at, future.set_result,
+                 np.zeros((len(x_B), self._num_outputs), np.float32))
     return future
 
 

@@ -1,32 +1,67 @@
 """A model-instance worker process of the local backend.
 
-The process runs `serve_fd(FD)`, FD being its end of a socket pair. The
-first message is a model factory (see `jaxcc.serving.Served`); the worker
-builds the model, says "ready", then answers `(request_id, x_B, delay_s,
-drop)` messages with `(request_id, y_BC)` until the socket closes.
+The process runs `serve_fd(FD)`, FD being its end of a socket pair. Messages
+are pickles, each framed by its length (`frame`). The first message is
+`(model factory, example_B, batch sizes)` (see `jaxcc.serving.Served`): the
+worker builds the model, compiles it for each batch size (inputs are padded
+to power-of-two buckets, see `_batching`), says READY, then answers
+`(request_id, x_B, delay_s)` with `(request_id, y_BC)` until the socket
+closes. It ignores SIGINT: a Ctrl-C to the server's process group reaches
+the workers too, and the server, not the signal, ends them (by closing the
+socket, or SIGKILL).
 """
 
+import pickle
+import signal
+import socket
+import struct
 import time
-from multiprocessing import connection
+
+from jaxcc.serving import _batching
 
 READY = "ready"
+HEADER = struct.Struct("!Q")  # The length of the pickle that follows.
 
 
-def main(conn) -> None:
-  """Builds the model from the first message, then answers requests."""
-  fn = conn.recv()()
-  conn.send(READY)
+def frame(message) -> bytes:
+  """The bytes of one message on the wire."""
+  payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+  return HEADER.pack(len(payload)) + payload
+
+
+def main(sock: socket.socket) -> None:
+  """Builds and warms the model from the first message, then answers."""
+  factory, example_B, batch_sizes = _receive(sock)
+  fn = _batching.padded(factory())
+  for size in batch_sizes:
+    fn(_batching.pad(example_B[:1], size))
+  sock.sendall(frame(READY))
   while True:
     try:
-      request_id, x_B, delay_s, drop = conn.recv()
+      request_id, x_B, delay_s = _receive(sock)
     except (EOFError, OSError):
       return
     if delay_s > 0:
       time.sleep(delay_s)  # Emulated background load.
-    y_BC = fn(x_B)
-    if not drop:
-      conn.send((request_id, y_BC))
+    sock.sendall(frame((request_id, fn(x_B))))
 
 
 def serve_fd(fd: int) -> None:
-  main(connection.Connection(fd))
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  main(socket.socket(fileno=fd))
+
+
+def _receive(sock):
+  (length,) = HEADER.unpack(_exactly(sock, HEADER.size))
+  return pickle.loads(_exactly(sock, length))
+
+
+def _exactly(sock, n):
+  buffer = bytearray(n)
+  view, got = memoryview(buffer), 0
+  while got < n:
+    count = sock.recv_into(view[got:])
+    if not count:
+      raise EOFError("the frontend closed the connection")
+    got += count
+  return buffer

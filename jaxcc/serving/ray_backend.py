@@ -65,12 +65,13 @@ class CodingFrontend:
     self._endpoint = _http.Endpoint(
         self._predict, served.input_shape, served.input_dtype,
         lambda: dict(self._frontend.counts), max_batch=max_batch)
+    self._max_batch = max_batch
     self._start = None
 
   async def _predict(self, x_B):
-    if self._start is None:
+    if self._start is None:  # Compiles every batch bucket up to max_batch.
       self._start = asyncio.ensure_future(
-          self._frontend.start(self._served.input_shape))
+          self._frontend.start(self._served.input_shape, self._max_batch))
     await self._start
     return await self._frontend.predict(self._served.preprocess(x_B))
 
@@ -116,10 +117,11 @@ def application(served, *, num_base: int, num_parity: int,
 
 
 def run(app: serve.Application, port: int = 8000,
-        num_cpus: Optional[int] = None) -> str:
-  """Starts Ray (if needed) and Serve on 127.0.0.1:`port`; returns the URL.
+        num_cpus: Optional[int] = None, host: str = "127.0.0.1") -> str:
+  """Starts Ray (if needed) and Serve on `host`:`port`; returns the URL.
 
-  Returns once every replica is ready. Stop with `shutdown()`.
+  Returns once every replica is ready. Stop with `shutdown()`. The default
+  host takes local clients only (there is no authentication).
   """
   if not ray.is_initialized():
     root = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -127,9 +129,9 @@ def run(app: serve.Application, port: int = 8000,
     ray.init(num_cpus=num_cpus, include_dashboard=False,
              log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": root}})
-  serve.start(http_options={"host": "127.0.0.1", "port": port})
+  serve.start(http_options={"host": host, "port": port})
   serve.run(app, name="jaxcc", route_prefix="/")
-  return f"http://127.0.0.1:{port}"
+  return f"http://{host}:{port}"
 
 
 def shutdown() -> None:
