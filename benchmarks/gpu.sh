@@ -7,7 +7,10 @@
 #                # MLP base model, MLP encoder and the embedded digits)
 #
 # 1. benchmark.py at GPU-sized batches: mlp and lenet5 with every row, then
-#    vgg11, resnet18 and resnet152 (inference and parity-model step).
+#    vgg11, resnet18 and resnet152 (inference and parity-model step). Its
+#    training rows run their epochs as train.py does (epoch_loop=auto: one
+#    lax.scan on a GPU; on a CPU a loop of jitted steps for conv models) and
+#    record the loop in a `loop` field and column.
 # 2. train.py: a ResNet-18 base model and k = 2 parity model on MNIST, then a
 #    k = 2 learned Conv code through that base model, each for a fixed number
 #    of epochs (3, 3 and 3).

@@ -4,7 +4,8 @@
       [--out benchmarks/results]
 
 Lists take "+" or "," between items (`models=mlp,lenet5,ks=2,4`). The
-defaults suit a CPU; GPU-sized runs raise the batches, e.g.
+training rows run their epochs as train.py does (`epoch_loop`, as in
+configs/common.py) and record the loop they used. The defaults suit a CPU; GPU-sized runs raise the batches, e.g.
 
   python benchmark.py --config configs/benchmark.py:models=mlp,lenet5,vgg11,\
 resnet18,resnet152,batch=256,inference_batch=4096,code_batch=8192,\
@@ -32,6 +33,9 @@ def get_config(arg: str = ""):
   c.num_classes = 10
   c.batch = 64  # coding groups per training step (the paper's 64)
   c.steps = 20  # steps per timed epoch
+  # auto (train.py's default: a loop of jitted steps on the CPU for a step
+  # with a convolution, else one lax.scan) | scan | steps
+  c.epoch_loop = "auto"
   c.inference_batch = 256  # images per inference call
   c.code_batch = 1024  # groups per encode or decode call
   c.repeats = 5
@@ -39,6 +43,7 @@ def get_config(arg: str = ""):
   c.peak_size = 2048  # peak: a size x size float32 matmul
   c.bandwidth_mib = 256  # bandwidth: axpy over two arrays of this size
   c.train = common.base_config()  # optimiser, loss and mixed_precision
+  del c.train.epoch_loop  # the field above
   return common.apply_args(c, _join_lists(arg))
 
 

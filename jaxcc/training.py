@@ -188,22 +188,24 @@ def epoch(step, indices, loop: EpochLoop = EpochLoop.AUTO):
 
   def run(state, key, **arrays):
     if not chosen:
-      mode = loop
-      if mode is EpochLoop.AUTO:
-        epoch_idx = jax.eval_shape(functools.partial(
-            indices, num_examples=arrays["images"].shape[0]), key)
-        idx = jax.ShapeDtypeStruct(epoch_idx.shape[1:], epoch_idx.dtype)
-        mode = default_loop(step, state, idx, arrays)
+      mode = resolve_loop(loop, step, indices, state, key, arrays)
       chosen.append(scanned if mode is EpochLoop.SCAN else looped)
     return chosen[0](state, key, **arrays)
   run.scanned, run.looped = scanned, looped
   return run
 
 
-def default_loop(step, state, idx, arrays) -> EpochLoop:
-  """SCAN, except STEPS on the CPU when `step` computes a convolution."""
+def resolve_loop(loop: EpochLoop, step, indices, state, key,
+                 arrays) -> EpochLoop:
+  """`loop`, or for AUTO the loop `epoch` runs: SCAN, except STEPS on the
+  CPU when `step` computes a convolution."""
+  if loop is not EpochLoop.AUTO:
+    return loop
   if jax.default_backend() != "cpu":
     return EpochLoop.SCAN
+  epoch_idx = jax.eval_shape(functools.partial(
+      indices, num_examples=arrays["images"].shape[0]), key)
+  idx = jax.ShapeDtypeStruct(epoch_idx.shape[1:], epoch_idx.dtype)
   jaxpr = jax.make_jaxpr(step)(state, idx, **arrays)
   return EpochLoop.STEPS if _has_convolution(jaxpr.jaxpr) else EpochLoop.SCAN
 

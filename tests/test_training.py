@@ -1,5 +1,7 @@
 """Step and epoch builders of `jaxcc.training`, and stage-2 approaches."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,10 +109,12 @@ def test_auto_loop_steps_through_convolutions_on_cpu(model_name, expected):
   shape = _SHAPE if model_name == "mlp" else (16, 16, 1)
   images = jnp.zeros((12, *shape), jnp.uint8)
   step = training.parity_step(model, code, opt, _normalize())
-  idx = jax.ShapeDtypeStruct((2, 3), jnp.int32)
-  assert training.default_loop(
-      step, state, idx, {"images": images,
-                         "targets": jnp.zeros((12, 10))}) is expected
+  arrays = {"images": images, "targets": jnp.zeros((12, 10))}
+  resolve = functools.partial(
+      training.resolve_loop, step=step, indices=training.group_indices(3, 2),
+      state=state, key=jax.random.key(0), arrays=arrays)
+  assert resolve(training.EpochLoop.AUTO) is expected
+  assert resolve(training.EpochLoop.SCAN) is training.EpochLoop.SCAN
 
 
 def test_looped_epochs_equal_scanned_epochs():
