@@ -105,6 +105,7 @@ def test_bad_learned_configs(tmp_path, extra, message):
                  str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k, r", [(2, 2), (3, 3)])
 def test_learned_loss_covers_multi_erasure_patterns(k, r):
   code, model = codes.learned(k, r, "mlp"), models.get("mlp", (8, 8, 1), 4)

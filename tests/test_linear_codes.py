@@ -46,6 +46,7 @@ def test_summation_decodes_by_subtraction():
   np.testing.assert_allclose(recon[0, :, 0], [1.0, 6.0, 3.0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_linear_property_random_k_r():
   rng = np.random.default_rng(0)
   for _ in range(12):
@@ -66,15 +67,10 @@ def test_linear_property_random_k_r():
       np.testing.assert_array_equal(recon_GK[:, ~lost], true[:, ~lost])
 
 
-def test_summation_equals_linear_r1():
-  rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.normal(size=(4, 3, 5)), jnp.float32)
-  y = jnp.asarray(rng.normal(size=(4, 4, 7)), jnp.float32)
-  s, l = jaxcc.codes.summation(3), jaxcc.codes.linear(3, 1)
-  np.testing.assert_allclose(s.encode({}, x), l.encode({}, x), rtol=1e-6)
-  for available in jaxcc.erasures.patterns(3, 1):
-    np.testing.assert_allclose(s.decode({}, y, available),
-                               l.decode({}, y, available), rtol=1e-6)
+def test_summation_encodes_the_plain_sum():
+  x = jnp.asarray([[[1.0, -2.0], [3.0, 0.5], [10.0, 4.0]]])  # B=1, k=3
+  parities_BR = jaxcc.codes.summation(3).encode({}, x)
+  np.testing.assert_allclose(parities_BR, [[[14.0, 2.5]]], rtol=1e-6)
 
 
 def test_paper_example_generator():
