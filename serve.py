@@ -85,28 +85,23 @@ def _seconds(ms):
 
 
 async def _serve_local(config, served, dataset):
-  k, num_base = served.code.k, _NUM_BASE.value
-  injected = faults(config, _FAULTS.value)
-  horizon_s = 3600.0
-  intervals = serving.schedule(injected, num_base + num_base // k, horizon_s,
-                               config.seed)
   example = served.preprocess(dataset.test.image[:1])
+  injected = faults(config, _FAULTS.value)
   options = dict(faults=injected, max_batch=_MAX_BATCH.value,
                  rpc_timeout_s=_seconds(config.rpc_timeout_ms))
-  base, parity = await asyncio.gather(
-      serving.LocalPool.create(served.base, example, num_base,
-                               intervals=intervals[:num_base],
-                               seed=config.seed, **options),
-      serving.LocalPool.create(served.parities[0], example, num_base // k,
-                               intervals=intervals[num_base:],
-                               seed=config.seed + 1, **options))
-  frontend = serving.Frontend(
-      base, served.default_output, code=served.code, parity_pools=[parity],
+
+  async def make_pool(factory, num_instances, intervals, seed):
+    return await serving.LocalPool.create(factory, example, num_instances,
+                                          intervals=intervals, seed=seed,
+                                          **options)
+
+  system = await serving.build_system(
+      served, make_pool, mode="parm", k=served.code.k,
+      num_base=_NUM_BASE.value, faults=injected, seed=config.seed,
+      horizon_s=3600.0, input_shape=served.input_shape,
       group_timeout_s=_seconds(config.group_timeout_ms),
-      deadline_s=_seconds(config.deadline_ms))
-  await frontend.start(served.input_shape, _MAX_BATCH.value)
-  for pool in (base, parity):
-    pool.begin_faults(asyncio.get_running_loop().time(), horizon_s)
+      deadline_s=_seconds(config.deadline_ms), max_batch=_MAX_BATCH.value)
+  frontend, (base, parity) = system.frontend, system.pools
 
   async def predict(x_B):
     return await frontend.predict(served.preprocess(x_B))
@@ -132,7 +127,7 @@ async def _serve_local(config, served, dataset):
     await server.shutdown(_DRAIN_S.value)
   finally:
     server.close()
-    await asyncio.gather(base.close(), parity.close())
+    await system.close()
 
 
 def _run_client(url, dataset):

@@ -1,6 +1,7 @@
 """The coding frontend, pools, faults and simulator, in virtual time (fast)."""
 
 import asyncio
+import json
 import logging
 
 import numpy as np
@@ -261,3 +262,22 @@ def test_rate_limited_log_suppresses_floods_and_says_so(caplog):
   assert flood == ["restart 0 failed", "restart 1 failed", "restart 2 failed",
                    "restart again failed (997 similar messages suppressed)"]
   assert sum("another" in r.message for r in caplog.records) == 3
+
+
+def test_sim_experiment_writes_results_and_table(tmp_path):
+  from configs import serving as serving_config  # pylint: disable=g-import-not-at-top
+  times = tmp_path / "service_times.json"
+  times.write_text(json.dumps([0.002, 0.003, 0.004, 0.05]))
+  config = serving_config.get_config(
+      f"backend=sim,service_times={times},modes=none+parm,ks=2,num_base=2,"
+      "num_queries=300,rate=100")
+  results = serving.run_experiment(config, str(tmp_path / "out"))
+  saved = json.loads((tmp_path / "out" / "results.json").read_text())
+  assert saved["runs"] == json.loads(json.dumps(results["runs"]))
+  assert [(r["mode"], r["k"], r["instances"]) for r in saved["runs"]] == [
+      ("none", 2, [2, 0]), ("parm", 2, [2, 1])]
+  for row in saved["runs"]:
+    assert sum(row["counts"].values()) == 300
+  table = serving.experiment_table(results["runs"])
+  assert "| none | - | 2 + 0 |" in table and "| parm | 2 | 2 + 1 |" in table
+  assert (tmp_path / "out" / "latency_cdf.png").exists()

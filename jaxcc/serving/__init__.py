@@ -4,6 +4,10 @@ See docs/SERVING.md. Backends: `LocalPool` (worker processes on this
 machine) and Ray Serve (`jaxcc.serving.ray_backend`, needs `ray[serve]`).
 """
 
+from jaxcc.serving._bench import System
+from jaxcc.serving._bench import build_system
+from jaxcc.serving._experiment import run as run_experiment
+from jaxcc.serving._experiment import table as experiment_table
 from jaxcc.serving._faults import Faults
 from jaxcc.serving._faults import Injector
 from jaxcc.serving._faults import schedule
@@ -26,5 +30,7 @@ from jaxcc.serving._served import linear_model
 
 __all__ = ["Client", "Endpoint", "Faults", "Frontend", "HttpError",
            "HttpServer", "InstanceFailed", "Injector", "LocalPool",
-           "Prediction", "SOURCES", "Served", "SharedQueuePool", "flax_model",
-           "from_workdir", "linear", "linear_model", "schedule", "serve_http"]
+           "Prediction", "SOURCES", "Served", "SharedQueuePool", "System",
+           "build_system", "experiment_table", "flax_model", "from_workdir",
+           "linear", "linear_model", "run_experiment", "schedule",
+           "serve_http"]

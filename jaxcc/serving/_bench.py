@@ -46,54 +46,84 @@ def instance_counts(mode: str, k: int, num_base: int) -> tuple:
           "hedged": (num_base + extra, 0), "parm": (num_base, extra)}[mode]
 
 
-async def run_mode(mode: str, served, make_pool: Callable, queries, *,
-                   rate: float, k: int, num_base: int,
-                   faults: _faults.Faults, seed: int,
-                   group_timeout_s: Optional[float] = None,
-                   deadline_s: Optional[float] = None,
-                   hedge_after_s: Optional[float] = None) -> Run:
-  """Serves `queries` at Poisson `rate` in one mode.
+class System(NamedTuple):
+  """A frontend over its pools of instances, faults scheduled."""
+  frontend: _frontend.Frontend
+  pools: list  # the base pool, then the parity pools
+
+  async def close(self) -> None:
+    await asyncio.gather(*(pool.close() for pool in self.pools))
+
+
+async def build_system(served, make_pool: Callable, *, mode: str, k: int,
+                       num_base: int, faults: _faults.Faults, seed: int,
+                       horizon_s: float, input_shape,
+                       group_timeout_s: Optional[float] = None,
+                       deadline_s: Optional[float] = None,
+                       hedge_after_s: Optional[float] = None,
+                       max_batch: int = 1) -> System:
+  """Starts the pools and frontend of one mode; faults begin now.
+
+  `serve.py` and the latency experiment both serve through this builder.
 
   Args:
     mode: one of `MODES`.
     served: a `Served` system; for "parm" its code must have this k.
     make_pool: `async (factory, num_instances, intervals, seed) -> pool`.
-    queries: the model inputs, one `(B, ...)` batch per query.
-    rate: mean arrivals per second.
     k: coding parameter (sets the redundant instances in every mode).
     num_base: m, the base-model instances of "none" and "parm".
     faults: slowdowns (and more) to inject into every instance.
-    seed: seed of the arrivals and faults.
+    seed: seed of the faults.
+    horizon_s: how long the fault schedule runs.
+    input_shape: the shape of one example.
     group_timeout_s: frontend group timeout ("parm").
     deadline_s: frontend deadline, after which the default is served.
     hedge_after_s: delay of the second copy ("hedged").
+    max_batch: the largest query batch (its buckets compile at start).
   """
   if mode == "parm" and served.code.k != k:
     raise ValueError(f"parm with k={k} needs parity models for k={k}, got "
                      f"a code with k={served.code.k}")
   num_base_pool, num_parity = instance_counts(mode, k, num_base)
-  horizon_s = 2.0 * len(queries) / rate + 60.0
   intervals = _faults.schedule(faults, num_base_pool + num_parity, horizon_s,
                                seed)
-  pools = [await make_pool(served.base, num_base_pool,
-                           intervals[:num_base_pool], seed)]
+  makes = [make_pool(served.base, num_base_pool, intervals[:num_base_pool],
+                     seed)]
   if num_parity:
-    pools.append(await make_pool(served.parities[0], num_parity,
-                                 intervals[num_base_pool:], seed + 1))
+    makes.append(make_pool(served.parities[0], num_parity,
+                           intervals[num_base_pool:], seed + 1))
+  pools = list(await asyncio.gather(*makes))
   frontend = _frontend.Frontend(
       pools[0], served.default_output,
       code=served.code if num_parity else None, parity_pools=pools[1:],
       group_timeout_s=group_timeout_s, deadline_s=deadline_s,
       hedge_after_s=hedge_after_s if mode == "hedged" else None)
+  system = System(frontend, pools)
   try:
-    await frontend.start(np.shape(queries[0])[1:])
-    t0 = asyncio.get_running_loop().time()
-    for pool in pools:
-      pool.begin_faults(t0, horizon_s)
-    predictions = await poisson_load(frontend.predict, queries, rate, seed)
+    await frontend.start(tuple(input_shape), max_batch)
+  except BaseException:
+    await system.close()
+    raise
+  began = asyncio.get_running_loop().time()
+  for pool in pools:
+    pool.begin_faults(began, horizon_s)
+  return system
+
+
+async def run_mode(mode: str, served, make_pool: Callable, queries, *,
+                   rate: float, seed: int, **options) -> Run:
+  """Serves `queries` (one `(B, ...)` batch each) at Poisson `rate` in one
+  mode; `options` as `build_system`'s (k, num_base, faults, timeouts)."""
+  horizon_s = 2.0 * len(queries) / rate + 60.0
+  system = await build_system(served, make_pool, mode=mode, seed=seed,
+                              horizon_s=horizon_s,
+                              input_shape=np.shape(queries[0])[1:], **options)
+  try:
+    predictions = await poisson_load(system.frontend.predict, queries, rate,
+                                     seed)
   finally:
-    for pool in pools:
-      await pool.close()
+    await system.close()
+  frontend = system.frontend
   return Run(predictions, dict(frontend.counts), frontend.encode_us,
              frontend.decode_us)
 
