@@ -281,3 +281,49 @@ def test_sim_experiment_writes_results_and_table(tmp_path):
   table = serving.experiment_table(results["runs"])
   assert "| none | - | 2 + 0 |" in table and "| parm | 2 | 2 + 1 |" in table
   assert (tmp_path / "out" / "latency_cdf.png").exists()
+
+
+def _user_model():
+  """A flax module standing in for a user's F, and its variables."""
+  from jaxcc import models  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  module = models.MLP(num_outputs=3)
+  variables = module.init(jax.random.PRNGKey(0), np.zeros((1, 4, 4, 1)))
+  return module, variables, jax
+
+
+def test_from_model_serves_a_user_module_and_its_parity_models():
+  import pickle  # pylint: disable=g-import-not-at-top
+  module, variables, jax = _user_model()
+  parity_vars = jax.tree.map(lambda a: np.stack([a * 0.5, a * -1.0]),
+                             variables)
+  served = serving.from_model(module, variables, parity_vars,
+                              jaxcc.codes.linear(2, 2), input_shape=(4, 4, 1),
+                              input_dtype=np.uint8,
+                              preprocess=lambda x: x / 255.0)
+  assert served.num_outputs == 3 and len(served.parities) == 2
+  x = served.preprocess(np.full((2, 4, 4, 1), 51, np.uint8))
+  assert x.dtype == np.float32 and np.allclose(x, 0.2)
+  np.testing.assert_allclose(served.base()(x), module.apply(variables, x),
+                             rtol=1e-6)
+  second = pickle.loads(pickle.dumps(served.parities[1]))  # to a worker
+  np.testing.assert_allclose(
+      second()(x), module.apply(jax.tree.map(lambda a: a[1], parity_vars), x),
+      rtol=1e-6)
+
+
+def test_from_model_refuses_what_cannot_be_served():
+  module, variables, jax = _user_model()
+  one = jax.tree.map(lambda a: a[None], variables)
+  with pytest.raises(ValueError, match="2 parity models"):
+    serving.from_model(module, variables, one, jaxcc.codes.linear(2, 2),
+                       input_shape=(4, 4, 1))
+  with pytest.raises(ValueError, match="parity model has 5 outputs, F has 3"):
+    serving.from_model(module, variables, one, jaxcc.codes.summation(2),
+                       input_shape=(4, 4, 1),
+                       parity_module=type(module)(num_outputs=5))
+
+  class Local(type(module)):  # not importable by a worker process
+    pass
+  with pytest.raises(ValueError, match="cannot be pickled"):
+    serving.flax_module(Local(num_outputs=3), variables, (4, 4, 1))

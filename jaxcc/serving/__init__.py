@@ -24,6 +24,8 @@ from jaxcc.serving._pool import InstanceFailed
 from jaxcc.serving._pool import SharedQueuePool
 from jaxcc.serving._served import Served
 from jaxcc.serving._served import flax_model
+from jaxcc.serving._served import flax_module
+from jaxcc.serving._served import from_model
 from jaxcc.serving._served import from_workdir
 from jaxcc.serving._served import linear
 from jaxcc.serving._served import linear_model
@@ -31,6 +33,7 @@ from jaxcc.serving._served import linear_model
 __all__ = ["Client", "Endpoint", "Faults", "Frontend", "HttpError",
            "HttpServer", "InstanceFailed", "Injector", "LocalPool",
            "Prediction", "SOURCES", "Served", "SharedQueuePool", "System",
-           "build_system", "experiment_table", "flax_model", "from_workdir",
+           "build_system", "experiment_table", "flax_model", "flax_module",
+           "from_model", "from_workdir",
            "linear", "linear_model", "run_experiment", "schedule",
            "serve_http"]

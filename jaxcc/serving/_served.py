@@ -7,6 +7,7 @@ NumPy arrays.
 """
 
 import functools
+import pickle
 from typing import Callable, NamedTuple
 
 import jax
@@ -16,6 +17,7 @@ import numpy as np
 from jaxcc import codes
 from jaxcc import data
 from jaxcc import models
+from jaxcc import protect
 from jaxcc import workdir as workdir_lib
 
 
@@ -49,6 +51,65 @@ def flax_model(name, input_shape, num_outputs, model_variables):
   """Factory of a `jaxcc.models` model with the given variables."""
   return functools.partial(_flax_fn, name, tuple(input_shape), num_outputs,
                            jax.tree.map(np.asarray, model_variables))
+
+
+def flax_module(module, model_variables, input_shape):
+  """Factory of any `flax.linen.Module` F with `model_variables`.
+
+  F runs with `train=False` when its `__call__` takes `train`. The module is
+  pickled to reach the instances' processes, so its class must be importable
+  there (defined in a module, not in `__main__` of a notebook).
+  """
+  factory = functools.partial(_module_fn, module, tuple(input_shape),
+                              jax.tree.map(np.asarray, model_variables))
+  try:
+    pickle.dumps(factory)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{type(module).__name__} cannot be pickled for the "
+                     f"model instances ({type(e).__name__}: {e}); define "
+                     "its class at the top level of an importable module"
+                     ) from e
+  return factory
+
+
+def from_model(module, variables, parity_variables, code: codes.Code, *,
+               input_shape, input_dtype=np.float32, preprocess=None,
+               parity_module=None) -> Served:
+  """A `Served` system of a user's model, without a workdir.
+
+  Args:
+    module: F, a `flax.linen.Module`; `variables` its trained variables.
+    parity_variables: the r parity models' variables stacked on a leading
+      axis, as `jaxcc.fit_parity_models` returns them.
+    code: the code the parity models were trained for.
+    input_shape: the shape of one example as clients send it.
+    input_dtype: the dtype clients send.
+    preprocess: raw client input `(B, *input_shape)` -> F's float32 input
+      (default: a cast to float32); it runs in the frontend.
+    parity_module: the parity models' architecture (default: F's).
+  """
+  shape = tuple(int(d) for d in input_shape)
+  num_outputs = int(protect.wrap(module, shape).num_outputs)
+  parity_module = module if parity_module is None else parity_module
+  r = {np.shape(a)[0] for a in jax.tree.leaves(parity_variables)}
+  if r != {code.r}:
+    raise ValueError(f"parity_variables must hold the {code.r} parity "
+                     f"models of {code.name} on a leading axis; leading "
+                     f"sizes {sorted(r)}")
+  parity_outputs = int(protect.wrap(parity_module, shape).num_outputs)
+  if parity_outputs != num_outputs:
+    raise ValueError(f"the parity model has {parity_outputs} outputs, F "
+                     f"has {num_outputs}")
+  preprocess = _as_float32 if preprocess is None else preprocess
+  return Served(
+      base=flax_module(module, variables, shape),
+      parities=tuple(flax_module(parity_module,
+                                 jax.tree.map(lambda a, j=j: a[j],
+                                              parity_variables), shape)
+                     for j in range(code.r)),
+      code=code, input_shape=shape, input_dtype=np.dtype(input_dtype),
+      num_outputs=num_outputs,
+      preprocess=lambda x: np.asarray(preprocess(x), np.float32))
 
 
 def linear_model(w_DC):
@@ -97,6 +158,11 @@ def from_workdir(workdir: str):
 def _flax_fn(name, input_shape, num_outputs, model_variables):
   model = models.get(name, input_shape, num_outputs)
   apply = jax.jit(model.apply)
+  return lambda x_B: np.asarray(apply(model_variables, x_B))
+
+
+def _module_fn(module, input_shape, model_variables):
+  apply = jax.jit(protect.wrap(module, input_shape).apply)
   return lambda x_B: np.asarray(apply(model_variables, x_B))
 
 
