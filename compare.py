@@ -1,8 +1,14 @@
 """Compares coding schemes trained on one base model; writes a table and plot.
 
   python compare.py --workdirs runs/a,runs/b --berrut 2:1:1,4:2:2 --out DIR
+  python compare.py --base_workdir runs/f \
+      --training_free berrut:8:1:1,approxifer:8:1:1,spline:8:1:1 --out DIR
 
-Writes DIR/compare.json, DIR/compare.md and DIR/compare.png (A_d against k).
+Training-free codes (`--training_free name:k:r:missing`, name one of
+berrut, approxifer, spline; `--berrut k:r:missing` is berrut) run on the
+base model of `--base_workdir` (default: the first of `--workdirs`). Writes
+DIR/compare.json, DIR/compare.md, DIR/compare.png (A_d against k) and
+DIR/compare_all_slots.png (the same over all k decoded outputs).
 """
 
 from absl import app
@@ -13,6 +19,10 @@ from jaxcc import comparison
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Trained workdirs (one base).")
 _BERRUT = flags.DEFINE_list("berrut", [], "Berrut codes to add, as k:r:missing.")
+_FREE = flags.DEFINE_list("training_free", [], "Training-free codes to add, "
+                          "as name:k:r:missing.")
+_BASE = flags.DEFINE_string("base_workdir", None, "Workdir of the base model "
+                            "of the training-free rows.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _SEED = flags.DEFINE_integer("test_group_seed", 0, "Seed of the test groups.")
 
@@ -23,8 +33,15 @@ def main(argv):
   berrut = [tuple(int(v) for v in item.split(":")) for item in _BERRUT.value]
   if any(len(b) != 3 for b in berrut):
     raise app.UsageError("--berrut items are k:r:missing, e.g. 2:1:1")
+  free = [item.split(":") for item in _FREE.value]
+  if any(len(f) != 4 or not all(v.isdigit() for v in f[1:]) for f in free):
+    raise app.UsageError("--training_free items are name:k:r:missing, e.g. "
+                         "approxifer:8:1:1")
+  free = [(name, int(k), int(r), int(m)) for name, k, r, m in free]
   rows, floor = comparison.compare(_WORKDIRS.value, berrut,
-                                   test_group_seed=_SEED.value)
+                                   test_group_seed=_SEED.value,
+                                   training_free=free,
+                                   base_workdir=_BASE.value)
   comparison.write(rows, floor, _OUT.value)
   print(comparison.to_markdown(rows, floor))
 

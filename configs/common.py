@@ -27,7 +27,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.validation_size = config_dict.placeholder(int)  # None: 5,000 or 10%
   c.image_size = 0  # resize images to a square of this side (0: keep)
   c.model = "mlp"  # mlp | lenet5 | vgg11 | resnet18 | resnet152
-  c.code = "summation"  # summation | linear | concatenation | learned | berrut
+  # summation | linear | concatenation | learned | berrut | spline
+  c.code = "summation"
   c.k = 2
   c.r = 1
   c.generator = "random"  # linear code coefficients: random | vandermonde
@@ -60,6 +61,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.learned = ml_collections.ConfigDict()
   c.learned.encoder = "mlp"  # mlp | conv
   c.learned.loss = "mse-base"  # mse-base | kl-base | xent-label
+
+  c.berrut = ml_collections.ConfigDict()  # code=berrut (training-free)
+  # True: the k inputs go unchanged to k workers, r parities; False:
+  # ApproxIFER's code, all k + r workers on coded queries, all k predictions
+  # decoded
+  c.berrut.systematic = True
+
+  c.spline = ml_collections.ConfigDict()  # code=spline (training-free)
+  # True: choose both lambdas on the validation split at evaluation (every
+  # pair of codes' LAMBDA_GRID, the pair whose decoded predictions agree
+  # most with F's own on validation); False: use these
+  c.spline.search = True
+  c.spline.lambda_encoder = 1e-4
+  c.spline.lambda_decoder = 1e-4
   return c
 
 

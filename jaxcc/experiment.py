@@ -8,7 +8,7 @@ Workdir layout: `config.json`, `base/` (checkpoints of F; or
 
 import json
 import os
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax.numpy as jnp
 
@@ -20,8 +20,11 @@ from jaxcc import models
 from jaxcc import tasks
 from jaxcc import training
 
-CODES = ("summation", "linear", "concatenation", "learned", "berrut")
+CODES = ("summation", "linear", "concatenation", "learned", "berrut",
+         "spline")
 CONFIG_FILE = "config.json"
+# How a spline code's name ends when evaluation chooses its lambdas.
+LAMBDAS_ON_VALIDATION = "lambdas chosen on validation"
 
 
 class Experiment(NamedTuple):
@@ -79,14 +82,27 @@ def choose(config) -> tuple:
                "checkpoint_every_secs"):
     if not field(config, name) >= 0:
       raise ValueError(f"{name} must be >= 0, got {field(config, name)!r}")
+  # Configs saved before the berrut and spline fields existed lack them.
+  berrut, spline = config.get("berrut", {}), config.get("spline", {})
   code = make_code(config.code, config.k, config.r,
-                   generator=config.generator, encoder=config.learned.encoder)
+                   generator=config.generator, encoder=config.learned.encoder,
+                   systematic=berrut.get("systematic", True),
+                   lambdas=None if spline.get("search", True) else (
+                       spline.lambda_encoder, spline.lambda_decoder))
   return code, approaches.from_config(config)
 
 
 def make_code(name: str, k: int, r: int, *, generator: str = "random",
-              encoder: str = "mlp") -> codes.Code:
-  """The code called `name` (one of `CODES`) for k data and r parities."""
+              encoder: str = "mlp", systematic: bool = True,
+              lambdas: Optional[tuple] = ()) -> codes.Code:
+  """The code called `name` (one of `CODES`) for k data and r parities.
+
+  `systematic` chooses the Berrut variant; `lambdas` are the spline code's
+  `(lambda_encoder, lambda_decoder)` (empty: its defaults), or None for
+  lambdas that evaluation chooses on the validation split
+  (`metrics.evaluate_split`): the code then has the default lambdas and a
+  name that ends with `LAMBDAS_ON_VALIDATION`.
+  """
   if name in ("summation", "concatenation") and r != 1:
     raise ValueError(f"the {name} code has r = 1, got r={r}" + (
         "; use code=linear for more parities" if name == "summation" else ""))
@@ -97,7 +113,12 @@ def make_code(name: str, k: int, r: int, *, generator: str = "random",
   if name == "concatenation":
     return codes.concatenation(k)
   if name == "berrut":
-    return codes.berrut(k, r)
+    return codes.berrut(k, r, systematic=systematic)
+  if name == "spline":
+    if lambdas is None:
+      return codes.spline(k, r)._replace(
+          name=f"spline(k={k}, r={r}, {LAMBDAS_ON_VALIDATION})")
+    return codes.spline(k, r, *lambdas)
   if name == "learned":
     return codes.learned(k, r, encoder=encoder)
   raise ValueError(f"unknown code {name!r}; known: {list(CODES)}")
@@ -108,6 +129,7 @@ def write_config(config, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
     f.write(config.to_json(indent=2))
+
 
 
 def field(config, dotted: str):
