@@ -9,6 +9,10 @@ same load, without faults, into DIR/service_times.json); "sim" simulates a
 cluster in virtual time with service times drawn from such a file. Writes
 DIR/results.json and DIR/latency_cdf.png and prints a markdown table. The
 experiment itself is `jaxcc.serving.run_experiment`.
+
+With `loads=...` (backend=sim) it runs the utilisation sweep instead
+(`jaxcc.serving.run_sweep`): every mode at each load, DIR/results.json and
+DIR/sweep.png (p99.9 against utilisation).
 """
 
 from absl import app
@@ -30,8 +34,13 @@ def main(argv):
   del argv
   logs.setup_scripts(_VERBOSE.value)
   with logs.clear_errors(_VERBOSE.value):
-    results = serving.run_experiment(_CONFIG.value, _OUTDIR.value)
-    print(serving.experiment_table(results["runs"]))
+    if _CONFIG.value.loads:
+      results = serving.run_sweep(_CONFIG.value, _OUTDIR.value)
+      print(serving.sweep_table(results["runs"]))
+      print(serving.sweep_pivot(results["runs"]))
+    else:
+      results = serving.run_experiment(_CONFIG.value, _OUTDIR.value)
+      print(serving.experiment_table(results["runs"]))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,18 @@ service_times=runs/serving/local/service_times.json,rate=270,\
 num_queries=100000,runs=3,faults.process=transfers,faults.delay_s=0.001 \
       --outdir runs/serving/paper-sim
 
-Lists (`modes`, `ks`) are separated by "+". Measured results: docs/SERVING.md.
+The utilisation sweep (issue 15): every policy at loads from 20 % to 90 % of
+the base pool's capacity, simulated (synthetic service times shaped like the
+local run's; slow episodes of 20 ms at 1 per second per instance; 3 seeds;
+about 15 minutes on 2 busy cores; "adaptive" runs only in the simulator):
+
+  python serve_bench.py --config configs/serving.py:backend=sim,runs=3,\
+loads=0.2+0.35+0.5+0.65+0.8+0.9,ks=2,num_queries=20000,\
+modes=none+equal-resources+hedged+parm+parm-hedged+adaptive,\
+faults.rate=1,faults.duration_s=0.02 --outdir runs/serving/sweep-k2
+
+Lists (`modes`, `ks`, `loads`) are separated by "+". Measured results:
+docs/SERVING.md.
 """
 
 import ml_collections
@@ -41,8 +52,16 @@ def get_config(arg: str = ""):
   c.deadline_ms = 2000.0  # then serve the default prediction (0: never)
   c.rpc_timeout_ms = 2000.0  # a response not back by then is lost
   c.hedge_quantile = 0.95  # hedge after this quantile of service times
+  # adaptive (jaxcc.serving.Adaptive): stop coding when the load with
+  # parities exceeds code_below; hedge while the load is below hedge_below.
+  c.code_below = 0.85
+  c.hedge_below = 1.0
+  # Utilisation sweep (backend=sim): loads as fractions of the base pool's
+  # capacity, e.g. 0.2+0.35+0.5+0.65+0.8+0.9; empty: the fixed-rate run.
+  c.loads = ""
   c.calibration_queries = 1000  # local: fault-free queries timing instances
-  c.service_times = ""  # sim: service_times.json written by a local run
+  c.service_times = ""  # sim: service_times.json of a local run (sweep:
+  # empty draws synthetic ones, jaxcc.serving._sweep.synthetic_service_times)
 
   c.faults = ml_collections.ConfigDict()
   c.faults.process = "episodes"  # none | episodes | transfers

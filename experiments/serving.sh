@@ -8,7 +8,11 @@
 #   4. the simulator at the paper's setup (270 qps, 100k queries, 3 runs,
 #      background transfers);
 #   5. the event-loop lag while a killed worker restarts;
-#   6. the load generator against serve.py at 100 and 300 queries/s.
+#   6. the load generator against serve.py at 100 and 300 queries/s;
+#   7. the utilisation sweep, simulated (every policy at six loads from 20 to
+#      90 %, 3 seeds; k = 2 with 20k queries per run, k = 3, 4 with 10k;
+#      synthetic service times, so it needs none of the steps above; about
+#      20 minutes).
 #   bash experiments/serving.sh
 set -euo pipefail
 python train.py --config configs/parity.py --workdir runs/serve-mnist
@@ -68,3 +72,11 @@ python loadgen.py --url http://127.0.0.1:8124 --rate 100 --duration_s 10 \
 python loadgen.py --url http://127.0.0.1:8124 --rate 300 --duration_s 10 \
   --connections 64 --out runs/serving/loadgen-300.json
 curl -s http://127.0.0.1:8124/stats
+kill $server
+trap - EXIT
+# 7. the utilisation sweep (docs/SERVING.md, "When each policy wins").
+sweep="backend=sim,faults.rate=1,faults.duration_s=0.02,runs=3"
+python serve_bench.py --config "configs/serving.py:$sweep,loads=0.2+0.35+0.5+0.65+0.8+0.9,ks=2,num_queries=20000,modes=none+equal-resources+hedged+parm+parm-hedged+adaptive" \
+  --outdir runs/serving/sweep-k2
+python serve_bench.py --config "configs/serving.py:$sweep,loads=0.2+0.35+0.5+0.65+0.8+0.9,ks=3+4,num_queries=10000,modes=equal-resources+hedged+parm+parm-hedged+adaptive" \
+  --outdir runs/serving/sweep-k34

@@ -4,6 +4,7 @@ See docs/SERVING.md. Backends: `LocalPool` (worker processes on this
 machine) and Ray Serve (`jaxcc.serving.ray_backend`, needs `ray[serve]`).
 """
 
+from jaxcc.serving._adaptive import Adaptive
 from jaxcc.serving._bench import System
 from jaxcc.serving._bench import build_system
 from jaxcc.serving._experiment import run as run_experiment
@@ -29,11 +30,14 @@ from jaxcc.serving._served import from_model
 from jaxcc.serving._served import from_workdir
 from jaxcc.serving._served import linear
 from jaxcc.serving._served import linear_model
+from jaxcc.serving._sweep import pivot as sweep_pivot
+from jaxcc.serving._sweep import run as run_sweep
+from jaxcc.serving._sweep import table as sweep_table
 
-__all__ = ["Client", "Endpoint", "Faults", "Frontend", "HttpError",
+__all__ = ["Adaptive", "Client", "Endpoint", "Faults", "Frontend", "HttpError",
            "HttpServer", "InstanceFailed", "Injector", "LocalPool",
            "Prediction", "SOURCES", "Served", "SharedQueuePool", "System",
            "build_system", "experiment_table", "flax_model", "flax_module",
            "from_model", "from_workdir",
-           "linear", "linear_model", "run_experiment", "schedule",
-           "serve_http"]
+           "linear", "linear_model", "run_experiment", "run_sweep",
+           "schedule", "serve_http", "sweep_pivot", "sweep_table"]

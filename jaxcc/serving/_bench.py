@@ -6,7 +6,13 @@ Modes, for m base-model instances and coding parameter k:
 - "equal-resources": m + m/k instances of F on the shared queue;
 - "hedged": the same m + m/k instances; a query still unanswered after
   `hedge_after_s` is sent again (Dean and Barroso), the first answer wins;
-- "parm": m instances of F and m/k of the parity model, coding groups of k.
+- "parm": m instances of F and m/k of the parity model, coding groups of k;
+- "parm-hedged": ParM's instances; every query coded and hedged (first of
+  original, copy and reconstruction wins);
+- "adaptive": m + m/k instances that each hold F and the parity model, on
+  one shared queue (simulated only: a local worker holds one model);
+  `Adaptive` decides per query whether to code it and whether to hedge it
+  from the pool's estimated utilisation.
 
 Queries arrive as a Poisson process; a latency is measured from when the
 frontend receives a query to when it answers, as in the paper.
@@ -19,10 +25,15 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import numpy as np
 
+from jaxcc.serving import _adaptive
 from jaxcc.serving import _faults
 from jaxcc.serving import _frontend
 
-MODES = ("none", "equal-resources", "hedged", "parm")
+MODES = ("none", "equal-resources", "hedged", "parm", "parm-hedged",
+         "adaptive")
+CODED = ("parm", "parm-hedged", "adaptive")
+HEDGED = ("hedged", "parm-hedged")
+SHARED = ("adaptive",)  # One pool of instances serving F and F_P.
 PERCENTILES = (50.0, 99.0, 99.5, 99.9)
 
 
@@ -32,6 +43,9 @@ class Run(NamedTuple):
   counts: dict  # originals, reconstructions, defaults, failures
   encode_us: list  # per coding group
   decode_us: list  # per decoded group
+  sent: dict  # requests the frontend sent: base, hedge, parity
+  started: int  # requests the instances began, all pools
+  decisions: dict  # "adaptive": queries per choice ("code+hedge", ...)
 
 
 def instance_counts(mode: str, k: int, num_base: int) -> tuple:
@@ -43,7 +57,9 @@ def instance_counts(mode: str, k: int, num_base: int) -> tuple:
                      "that the redundant instances number num_base / k")
   extra = num_base // k
   return {"none": (num_base, 0), "equal-resources": (num_base + extra, 0),
-          "hedged": (num_base + extra, 0), "parm": (num_base, extra)}[mode]
+          "hedged": (num_base + extra, 0), "parm": (num_base, extra),
+          "parm-hedged": (num_base, extra),
+          "adaptive": (num_base + extra, 0)}[mode]
 
 
 class System(NamedTuple):
@@ -61,6 +77,7 @@ async def build_system(served, make_pool: Callable, *, mode: str, k: int,
                        group_timeout_s: Optional[float] = None,
                        deadline_s: Optional[float] = None,
                        hedge_after_s: Optional[float] = None,
+                       adaptive: Optional[dict] = None,
                        max_batch: int = 1) -> System:
   """Starts the pools and frontend of one mode; faults begin now.
 
@@ -68,8 +85,11 @@ async def build_system(served, make_pool: Callable, *, mode: str, k: int,
 
   Args:
     mode: one of `MODES`.
-    served: a `Served` system; for "parm" its code must have this k.
-    make_pool: `async (factory, num_instances, intervals, seed) -> pool`.
+    served: a `Served` system; for the `CODED` modes its code must have
+      this k.
+    make_pool: `async (factory, num_instances, intervals, seed) -> pool`;
+      the factory is None for the `SHARED` modes' instances, which serve
+      both F and the parity model (only simulated instances can).
     k: coding parameter (sets the redundant instances in every mode).
     num_base: m, the base-model instances of "none" and "parm".
     faults: slowdowns (and more) to inject into every instance.
@@ -78,26 +98,38 @@ async def build_system(served, make_pool: Callable, *, mode: str, k: int,
     input_shape: the shape of one example.
     group_timeout_s: frontend group timeout ("parm").
     deadline_s: frontend deadline, after which the default is served.
-    hedge_after_s: delay of the second copy ("hedged").
+    hedge_after_s: delay of the second copy (`HEDGED` modes; "adaptive"'s
+      until it has observed the service times).
+    adaptive: options of "adaptive"'s `Adaptive` (code_below, hedge_below,
+      ...).
     max_batch: the largest query batch (its buckets compile at start).
   """
-  if mode == "parm" and served.code.k != k:
-    raise ValueError(f"parm with k={k} needs parity models for k={k}, got "
+  if mode in CODED and served.code.k != k:
+    raise ValueError(f"{mode} with k={k} needs parity models for k={k}, got "
                      f"a code with k={served.code.k}")
   num_base_pool, num_parity = instance_counts(mode, k, num_base)
   intervals = _faults.schedule(faults, num_base_pool + num_parity, horizon_s,
                                seed)
-  makes = [make_pool(served.base, num_base_pool, intervals[:num_base_pool],
-                     seed)]
+  shared = mode in SHARED
+  makes = [make_pool(None if shared else served.base, num_base_pool,
+                     intervals[:num_base_pool], seed)]
   if num_parity:
     makes.append(make_pool(served.parities[0], num_parity,
                            intervals[num_base_pool:], seed + 1))
   pools = list(await asyncio.gather(*makes))
+  parity_pools = [pools[0]] * served.code.r if shared else pools[1:]
+  policy = None
+  if mode == "adaptive":
+    if hedge_after_s is None:
+      raise ValueError("adaptive needs an initial hedge_after_s")
+    policy = _adaptive.Adaptive(pools[0], hedge_after_s=hedge_after_s,
+                                redundancy=served.code.r / k,
+                                **(adaptive or {}))
   frontend = _frontend.Frontend(
       pools[0], served.default_output,
-      code=served.code if num_parity else None, parity_pools=pools[1:],
+      code=served.code if parity_pools else None, parity_pools=parity_pools,
       group_timeout_s=group_timeout_s, deadline_s=deadline_s,
-      hedge_after_s=hedge_after_s if mode == "hedged" else None)
+      hedge_after_s=hedge_after_s if mode in HEDGED else None, policy=policy)
   system = System(frontend, pools)
   try:
     await frontend.start(tuple(input_shape), max_batch)
@@ -125,7 +157,9 @@ async def run_mode(mode: str, served, make_pool: Callable, queries, *,
     await system.close()
   frontend = system.frontend
   return Run(predictions, dict(frontend.counts), frontend.encode_us,
-             frontend.decode_us)
+             frontend.decode_us, dict(frontend.sent),
+             sum(pool.started for pool in system.pools),
+             dict(frontend.policy.decisions) if frontend.policy else {})
 
 
 async def poisson_load(predict, queries, rate: float, seed: int) -> list:

@@ -31,6 +31,10 @@ def run(config, outdir: str) -> dict:
   os.makedirs(outdir, exist_ok=True)
   plan = _plan(config.modes.split("+"), [int(k) for k in config.ks.split("+")])
   if config.backend == "local":
+    shared = set(config.modes.split("+")) & set(_bench.SHARED)
+    if shared:
+      raise ValueError(f"modes {sorted(shared)} need instances that serve "
+                       "both F and the parity model: backend=sim only")
     rows = asyncio.run(_run_local(config, plan, outdir))
   elif config.backend == "sim":
     rows = _run_sim(config, plan)
@@ -60,7 +64,13 @@ def _options(config, mode, k, seed, hedge_after_s):
               faults=_faults.Faults(**config.faults), seed=seed,
               group_timeout_s=seconds(config.group_timeout_ms),
               deadline_s=seconds(config.deadline_ms),
-              hedge_after_s=hedge_after_s if mode == "hedged" else None)
+              hedge_after_s=hedge_after_s, adaptive=adaptive_options(config))
+
+
+def adaptive_options(config) -> dict:
+  """The "adaptive" mode's `Adaptive` options from the config."""
+  return dict(code_below=config.code_below, hedge_below=config.hedge_below,
+              hedge_quantile=config.hedge_quantile)
 
 
 async def _run_local(config, plan, outdir):
@@ -115,14 +125,8 @@ async def _calibrate(config, served, queries):
   return pool.service_s
 
 
-def _run_sim(config, plan):
-  if not config.service_times:
-    raise ValueError("backend=sim needs service_times=PATH, a "
-                     "service_times.json written by a local run")
-  with open(config.service_times) as f:
-    service_s = json.load(f)
-  hedge_after_s = float(np.quantile(service_s, config.hedge_quantile))
-  queries = [np.zeros((1, 1), np.float32)] * config.num_queries
+def sim_pool_maker(config, service_s):
+  """`make_pool` of simulated instances drawing from `service_s`."""
 
   async def make_pool(factory, num_instances, intervals, seed):
     del factory  # Simulated instances stand in for the models.
@@ -134,6 +138,18 @@ def _run_sim(config, plan):
                                   seed),
         rpc_timeout_s=config.rpc_timeout_ms / 1e3)
 
+  return make_pool
+
+
+def _run_sim(config, plan):
+  if not config.service_times:
+    raise ValueError("backend=sim needs service_times=PATH, a "
+                     "service_times.json written by a local run")
+  with open(config.service_times) as f:
+    service_s = json.load(f)
+  hedge_after_s = float(np.quantile(service_s, config.hedge_quantile))
+  queries = [np.zeros((1, 1), np.float32)] * config.num_queries
+  make_pool = sim_pool_maker(config, service_s)
   rows = []
   for mode, k in plan:
     served = _served.linear(np.zeros((1, 1)), k, (1,))

@@ -23,8 +23,14 @@ ignored. Beyond the paper:
   encode and decode time of every group.
 
 Without a code the frontend sends each query to the base pool (no redundancy
-or Equal-Resources, depending on the pool's size); with `hedge_after_s` it
-also sends a second copy of a query still unanswered after that delay.
+or Equal-Resources, depending on the pool's size). With `hedge_after_s`, coded
+or not, it also sends a second copy of a query still unanswered after that
+delay to the base pool: the first of {original, copy, reconstruction} wins.
+With a `policy` (`jaxcc.serving.Adaptive`) it asks, for every query, whether
+to code it and whether (and when) to hedge it.
+
+`sent` counts the requests the frontend submitted ("base", "hedge",
+"parity"), the extra load each policy puts on the instances.
 """
 
 import asyncio
@@ -55,6 +61,7 @@ class _Query:
     self.x_B = x_B
     self.answer = answer  # future of (output, source)
     self.requests = []
+    self.on_output = None  # callback(query, request) of its base requests
 
 
 class _Group:
@@ -83,8 +90,11 @@ class Frontend:
       wait for k queries, as the paper's system does).
     deadline_s: answer with the default prediction after this long (None:
       no deadline).
-    hedge_after_s: without a code, resend a query unanswered after this long
-      (None: no hedging).
+    hedge_after_s: resend a query unanswered after this long to the base
+      pool (None: no hedging).
+    policy: chooses per query whether to code and hedge it
+      (`choose(now) -> (coded, hedge_after_s)`, `arrived(now)`); None: code
+      every query when there is a code, hedge after `hedge_after_s`.
     clock: the time source of latencies in seconds (None: the event loop's
       clock, which is virtual in simulations).
   """
@@ -93,14 +103,13 @@ class Frontend:
                code: Optional[codes.Code] = None, parity_pools: Sequence = (),
                code_params=None, group_timeout_s: Optional[float] = None,
                deadline_s: Optional[float] = None,
-               hedge_after_s: Optional[float] = None,
+               hedge_after_s: Optional[float] = None, policy=None,
                clock: Optional[Callable[[], float]] = None):
     if code is not None and len(parity_pools) != code.r:
       raise ValueError(f"a code with r={code.r} needs {code.r} parity pools, "
                        f"got {len(parity_pools)}")
-    if code is not None and hedge_after_s is not None:
-      raise ValueError("hedging is a baseline for uncoded serving; pass "
-                       "either a code or hedge_after_s")
+    if hedge_after_s is not None and hedge_after_s < 0:
+      raise ValueError(f"hedge_after_s must be >= 0, got {hedge_after_s}")
     self._base = base_pool
     self._parities = tuple(parity_pools)
     self._code = code
@@ -109,10 +118,13 @@ class Frontend:
     self._group_timeout_s = group_timeout_s
     self._deadline_s = deadline_s
     self._hedge_after_s = hedge_after_s
+    self.policy = policy
     self._clock = clock
     self._open = {}  # query shape -> the group being filled
     self._pad_y = None
     self.counts = collections.Counter({s: 0 for s in SOURCES + ("failure",)})
+    self.sent = collections.Counter({s: 0 for s in ("base", "hedge",
+                                                    "parity")})
     self.encode_us, self.decode_us = [], []
     if code is not None:  # Over rows padded to power-of-two buckets.
       encode, decode = jax.jit(code.encode), jax.jit(code.decode)
@@ -153,10 +165,18 @@ class Frontend:
     query = _Query(np.asarray(x_B, np.float32), loop.create_future())
     deadline = None if self._deadline_s is None else loop.call_later(
         self._deadline_s, self._answer_default, query)
-    if self._code is None:
-      self._send_plain(query)
-    else:
+    coded, hedge_after_s = self._code is not None, self._hedge_after_s
+    if self.policy is not None:
+      self.policy.arrived(loop.time())
+      coded, hedge_after_s = self.policy.choose(loop.time())
+      coded = coded and self._code is not None
+    if coded:
       self._join_group(query)
+    else:
+      query.on_output = self._on_plain
+      self._request(query)
+    if hedge_after_s is not None:
+      loop.call_later(hedge_after_s, self._hedge, query)
     output, source = await query.answer
     if deadline is not None:
       deadline.cancel()
@@ -165,20 +185,15 @@ class Frontend:
 
   # Uncoded serving and hedging.
 
-  def _send_plain(self, query):
-    self._request(query, self._on_plain)
-    if self._hedge_after_s is not None:
-      asyncio.get_running_loop().call_later(self._hedge_after_s, self._hedge,
-                                            query)
-
   def _hedge(self, query):
     if not query.answer.done():
-      self._request(query, self._on_plain)
+      self._request(query, "hedge")
 
-  def _request(self, query, callback):
+  def _request(self, query, kind="base"):
+    self.sent[kind] += 1
     request = self._base.submit(query.x_B)
     query.requests.append(request)
-    request.add_done_callback(lambda r: callback(query, r))
+    request.add_done_callback(lambda r: query.on_output(query, r))
 
   def _on_plain(self, query, request):
     if request.cancelled():
@@ -207,7 +222,8 @@ class Frontend:
             self._group_timeout_s, self._seal, group)
     j = len(group.queries)
     group.queries.append(query)
-    self._request(query, lambda q, r: self._on_output(group, j, r))
+    query.on_output = lambda q, r: self._on_output(group, j, r)
+    self._request(query)
     if len(group.queries) == self._code.k:
       self._seal(group)
 
@@ -228,6 +244,7 @@ class Frontend:
     parities_BR = self._encode(x_BK)
     self.encode_us.append(1e6 * (time.perf_counter() - tic))
     for i, pool in enumerate(self._parities):
+      self.sent["parity"] += 1
       request = pool.submit(parities_BR[:, i])
       group.parity_requests.append(request)
       request.add_done_callback(
@@ -238,8 +255,11 @@ class Frontend:
     """Output n of a group arrived (or failed)."""
     if request.cancelled():
       return
+    data = n < len(group.queries)
     if request.exception() is not None:
       self.counts["failure"] += 1
+      if data and not all(r.done() for r in group.queries[n].requests):
+        return  # A hedged copy may still answer.
       group.failed[n] = True
       if sum(group.failed) > self._code.r:  # No longer decodable.
         for j, query in enumerate(group.queries):
@@ -248,7 +268,8 @@ class Frontend:
       self._finish_if_answered(group)
       return
     group.outputs[n] = np.asarray(request.result())
-    if n < len(group.queries):
+    group.failed[n] = False  # A hedged copy answered after a failure.
+    if data:
       _settle(group.queries[n], group.outputs[n], "original")
     self._try_decode(group)
 

@@ -77,6 +77,7 @@ class SharedQueuePool:
     self._waiting = collections.deque()  # (x, future)
     self._free = collections.deque(range(len(self._slots)))
     self.service_s = []  # dispatch-to-reply time of every answered request
+    self.started = 0  # requests an instance began (the work done)
     self.unresponsive = 0  # instances treated as dead for missed deadlines
 
   @property
@@ -100,13 +101,14 @@ class SharedQueuePool:
     """Stops the instances (simulated ones need nothing)."""
 
   def stats(self) -> dict:
-    """Instances, live ones, queued requests, unanswered calls, retirements."""
+    """Instances, live ones, queued requests, unanswered calls, retirements,
+    requests started."""
     return {"instances": len(self._slots),
             "live": sum(s.instance.alive and not s.retired
                         for s in self._slots),
             "queued": sum(not f.done() for _, f in self._waiting),
             "in_flight": sum(s.in_flight for s in self._slots),
-            "unresponsive": self.unresponsive}
+            "unresponsive": self.unresponsive, "started": self.started}
 
   def replace(self, index: int, instance) -> None:
     """Puts a (restarted) instance into slot `index` and gives it work."""
@@ -152,6 +154,7 @@ class SharedQueuePool:
         self._injector.draw(index, loop.time()))
     slot.busy = True
     slot.in_flight += 1
+    self.started += 1
     call = _Call(slot, future, drop, loop.time())
     call.reply = slot.instance.call(x_B, delay_s)
     if self._rpc_timeout_s is not None:
