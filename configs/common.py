@@ -15,6 +15,11 @@ _ALIASES = {
     "batch_size": "parity.batch_size",
     "target": "parity.target",
     "init": "parity.init",
+    "parity_loss": "parity.loss",
+    "temperature": "parity.temperature",
+    "width": "parity.width",
+    "schedule": "parity.schedule",
+    "warmup_epochs": "parity.warmup_epochs",
     "encoder": "learned.encoder",
     "loss": "learned.loss",
 }
@@ -42,6 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
   # auto | scan (one lax.scan per epoch) | steps (a loop of jitted steps);
   # auto: steps on the CPU for models or codes with convolutions, else scan
   c.epoch_loop = "auto"
+  # memory (the training set on the device) | stream (batches gathered on
+  # the host, jaxcc.pipeline) | auto: stream when the training arrays exceed
+  # max_device_bytes; both train on the same batches
+  c.input_pipeline = "auto"
+  c.max_device_bytes = 2 * 1024**3
   c.checkpoint_every_secs = 30.0
 
   c.base = ml_collections.ConfigDict()
@@ -57,6 +67,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.parity.weight_decay = 1e-5
   c.parity.target = "base"  # base: sum of F's outputs | label: one-hot sum
   c.parity.init = "scratch"  # scratch | base (start from F's weights)
+  # mse: MSE toward code.parity_target (the paper); decoded-mse | decoded-kl
+  # | decoded-xent-top1 | decoded-xent-label: decode every erasure pattern as
+  # at test time and train on the reconstructions against F's outputs (KL
+  # of softmaxes at `temperature`, CE to F's top-1) or the true label
+  c.parity.loss = "mse"
+  c.parity.temperature = 1.0  # parity.loss=decoded-kl only
+  c.parity.width = 1.0  # parity model = F's architecture this times wider
+  # Learning rate of stage 2 (parity models and learned codes): constant, or
+  # cosine (linear warm-up over warmup_epochs, cosine decay to 0 at the end)
+  c.parity.schedule = "constant"
+  c.parity.warmup_epochs = 0
 
   c.learned = ml_collections.ConfigDict()
   c.learned.encoder = "mlp"  # mlp | conv

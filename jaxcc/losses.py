@@ -10,6 +10,7 @@ Names as in the authors' repo:
   "mse-base": mean squared error to F's outputs.
   "kl-base": KL(softmax(F) || softmax(recon)) over the last (class) axis.
   "xent-label": softmax cross-entropy to the true integer labels.
+`xent_top1` (cross-entropy to F's top-1 class) trains parity models only.
 """
 
 import jax
@@ -42,13 +43,20 @@ def mse_base(recon_BK, base_BK, erased_K) -> jax.Array:
   return jnp.sum(jnp.where(mask_BK, per_slot_BK, 0.0)) / count
 
 
-def kl_base(recon_BKC, base_BKC, erased_K) -> jax.Array:
-  """KL(softmax(F) || softmax(recon)) summed over classes, mean over slots."""
+def kl_base(recon_BKC, base_BKC, erased_K,
+            temperature: float = 1.0) -> jax.Array:
+  """KL(softmax(F) || softmax(recon)) summed over classes, mean over slots.
+
+  With a `temperature` T, both softmaxes are of logits / T and the KL is
+  scaled by T^2 (distillation's convention: gradients keep their size).
+  """
   mask_BK, count = _slot_mask(erased_K, recon_BKC.shape[:2])
   keep = _expand(mask_BK, recon_BKC.ndim)
-  log_q = jax.nn.log_softmax(jnp.where(keep, recon_BKC, 0.0), axis=-1)
-  log_p = jax.nn.log_softmax(jnp.where(keep, base_BKC, 0.0), axis=-1)
-  kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+  log_q = jax.nn.log_softmax(
+      jnp.where(keep, recon_BKC, 0.0) / temperature, axis=-1)
+  log_p = jax.nn.log_softmax(
+      jnp.where(keep, base_BKC, 0.0) / temperature, axis=-1)
+  kl = temperature**2 * jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
   per_slot_BK = jnp.mean(kl.reshape(mask_BK.shape + (-1,)), axis=-1)
   return jnp.sum(jnp.where(mask_BK, per_slot_BK, 0.0)) / count
 
@@ -61,6 +69,11 @@ def xent_label(recon_BKC, labels_BK, erased_K) -> jax.Array:
   labels_BK = jnp.asarray(labels_BK, jnp.int32)
   nll_BK = -jnp.take_along_axis(log_q, labels_BK[..., None], axis=-1)[..., 0]
   return jnp.sum(jnp.where(mask_BK, nll_BK, 0.0)) / count
+
+
+def xent_top1(recon_BKC, base_BKC, erased_K) -> jax.Array:
+  """Softmax cross-entropy to F's top-1 class, mean over erased slots."""
+  return xent_label(recon_BKC, jnp.argmax(base_BKC, axis=-1), erased_K)
 
 
 LOSSES = {"mse-base": mse_base, "kl-base": kl_base, "xent-label": xent_label}

@@ -80,16 +80,22 @@ def _batch_norm(x, train, dtype):
   return x.astype(dtype)
 
 
+def _scaled(features, width):
+  """`features` times the width multiplier, at least 1."""
+  return max(1, round(features * width))
+
+
 class MLP(nn.Module):
   """Base-MLP: flatten, FC 200, ReLU, FC 100, ReLU, FC num_outputs."""
   num_outputs: int
   dtype: Any = jnp.float32
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x, train=False):
     x = x.reshape((x.shape[0], -1))
-    for width in (200, 100):
-      x = nn.relu(_dense(width, self.dtype)(x))
+    for features in (200, 100):
+      x = nn.relu(_dense(_scaled(features, self.width), self.dtype)(x))
     return _dense(self.num_outputs, self.dtype)(x)
 
 
@@ -98,16 +104,18 @@ class LeNet5(nn.Module):
   num_outputs: int
   first_padding: str = "VALID"
   dtype: Any = jnp.float32
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x, train=False):
-    x = _conv(6, 5, self.dtype, padding=self.first_padding)(x)
+    w = self.width
+    x = _conv(_scaled(6, w), 5, self.dtype, padding=self.first_padding)(x)
     x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-    x = _conv(16, 5, self.dtype, padding="VALID")(x)
+    x = _conv(_scaled(16, w), 5, self.dtype, padding="VALID")(x)
     x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
-    for width in (120, 84):
-      x = nn.relu(_dense(width, self.dtype)(x))
+    for features in (120, 84):
+      x = nn.relu(_dense(_scaled(features, w), self.dtype)(x))
     return _dense(self.num_outputs, self.dtype)(x)
 
 
@@ -115,6 +123,7 @@ class VGG11(nn.Module):
   """VGG-11 with BatchNorm, global average pooling and one FC layer."""
   num_outputs: int
   dtype: Any = jnp.float32
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x, train=False):
@@ -124,7 +133,7 @@ class VGG11(nn.Module):
         window = tuple(min(2, size) for size in x.shape[1:3])
         x = nn.max_pool(x, window, strides=window)
       else:
-        x = _conv(layer, 3, self.dtype)(x)
+        x = _conv(_scaled(layer, self.width), 3, self.dtype)(x)
         x = nn.relu(_batch_norm(x, train, self.dtype))
     x = jnp.mean(x, axis=(1, 2))
     return _dense(self.num_outputs, self.dtype)(x)
@@ -179,20 +188,23 @@ class ResNet(nn.Module):
   num_outputs: int
   imagenet_stem: bool = False
   dtype: Any = jnp.float32
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x, train=False):
+    stem = _scaled(64, self.width)
     if self.imagenet_stem:
-      x = _conv(64, 7, self.dtype, 2, 3, False)(x)
+      x = _conv(stem, 7, self.dtype, 2, 3, False)(x)
       x = nn.relu(_batch_norm(x, train, self.dtype))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
-      x = _conv(64, 3, self.dtype, 1, 1, False)(x)
+      x = _conv(stem, 3, self.dtype, 1, 1, False)(x)
       x = nn.relu(_batch_norm(x, train, self.dtype))
     for stage, num_blocks in enumerate(self.stage_sizes):
       for i in range(num_blocks):
         strides = 2 if stage > 0 and i == 0 else 1
-        x = self.block(64 * 2**stage, strides, self.dtype)(x, train)
+        x = self.block(_scaled(64 * 2**stage, self.width), strides,
+                       self.dtype)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return _dense(self.num_outputs, self.dtype)(x)
 
@@ -207,20 +219,22 @@ def _lenet5_first_padding(shape):
   return "VALID"
 
 
-def _module(name, shape, num_outputs, dtype):
+def _module(name, shape, num_outputs, dtype, width):
   """The flax module of model `name` for examples of `(H, W, C)` `shape`."""
   if name == "mlp":
-    return MLP(num_outputs, dtype)
+    return MLP(num_outputs, dtype, width)
   if name == "lenet5":
-    return LeNet5(num_outputs, _lenet5_first_padding(shape), dtype)
+    return LeNet5(num_outputs, _lenet5_first_padding(shape), dtype, width)
   if name == "vgg11":
-    return VGG11(num_outputs, dtype)
+    return VGG11(num_outputs, dtype, width)
   imagenet_stem = shape[0] > _CIFAR_STEM_MAX_HEIGHT
   if name == "resnet18":
     small = shape[0] <= _RESNET18_SMALL_HEIGHT
     stages = (2, 2, 2) if small else (2, 2, 2, 2)
-    return ResNet(BasicBlock, stages, num_outputs, imagenet_stem, dtype)
-  return ResNet(Bottleneck, (3, 8, 36, 3), num_outputs, imagenet_stem, dtype)
+    return ResNet(BasicBlock, stages, num_outputs, imagenet_stem, dtype,
+                  width)
+  return ResNet(Bottleneck, (3, 8, 36, 3), num_outputs, imagenet_stem, dtype,
+                width)
 
 
 def _example_shape(input_shape):
@@ -236,7 +250,7 @@ def _example_shape(input_shape):
 
 
 def get(name: str, input_shape: tuple, num_outputs: int,
-        dtype=jnp.float32) -> Model:
+        dtype=jnp.float32, width: float = 1.0) -> Model:
   """The base model `name` for examples of `input_shape`.
 
   Args:
@@ -245,6 +259,8 @@ def get(name: str, input_shape: tuple, num_outputs: int,
     num_outputs: C, e.g. the number of classes.
     dtype: computation dtype (e.g. `jnp.bfloat16`); params stay float32 and
       outputs are returned as float32.
+    width: multiplies every hidden layer's units and every conv's features
+      (rounded, at least 1); 1 is the architecture as published.
 
   Returns:
     A `Model`.
@@ -253,10 +269,13 @@ def get(name: str, input_shape: tuple, num_outputs: int,
     raise ValueError(f"unknown model {name!r}; known models: {NAMES}")
   if not isinstance(num_outputs, numbers.Integral) or num_outputs < 1:
     raise ValueError(f"num_outputs must be a positive int; got {num_outputs}")
+  if isinstance(width, bool) or not isinstance(width, numbers.Real) or not (
+      width > 0):
+    raise ValueError(f"width must be a number > 0; got {width!r}")
   num_outputs = int(num_outputs)
   shape = _example_shape(input_shape)
   built_for = tuple(input_shape)
-  module = _module(name, shape, num_outputs, dtype)
+  module = _module(name, shape, num_outputs, dtype, width)
   # One compilation is much faster than running the initialisers eagerly.
   init_jit = jax.jit(
       lambda key: module.init(key, jnp.zeros((1,) + shape, dtype)))

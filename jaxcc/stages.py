@@ -5,6 +5,13 @@ Each stage checkpoints `(state, epoch)` and resumes where it stopped; the
 randomness of epoch e depends only on (seed, stage, e), so an interrupted and
 resumed run ends exactly where an uninterrupted one does. Validation metrics
 come from the same `metrics.evaluate_split` as the final evaluation.
+
+The training examples reach the steps through the config's `input_pipeline`:
+"memory" places the training set on the device once and gathers each batch
+there (`training.epoch`); "stream" gathers each batch on the host and
+prefetches it (`pipeline.epoch`); "auto" streams
+a training set larger than `max_device_bytes`. Both read the same batches in
+the same order, so they train to the same state.
 """
 
 import functools
@@ -21,10 +28,13 @@ from jaxcc import logs
 from jaxcc import metrics
 from jaxcc import models
 from jaxcc import parallel
+from jaxcc import pipeline
 from jaxcc import training
 from jaxcc import workdir as workdir_lib
 
 _STAGE_SEEDS = {"base": 1, "stage2": 2}
+INPUT_PIPELINES = ("memory", "stream", "auto")
+_MAX_DEVICE_BYTES = 2 * 1024**3  # configs saved before the field existed
 
 
 class _Context(NamedTuple):
@@ -34,12 +44,20 @@ class _Context(NamedTuple):
   place: Callable  # host pytree -> device (replicated over the mesh)
   normalize: Callable
   loop: training.EpochLoop
-  images: Any  # the training images, on the device
+  images: Any  # the training images: on the device, or None when streaming
   writer: logs.MetricWriter
 
 
 def train(config, workdir: str) -> experiment_lib.Experiment:
   """Trains F (unless its workdir has it) and then stage 2; resumable."""
+  requested = config.get("input_pipeline", "auto")
+  if requested not in INPUT_PIPELINES:
+    raise ValueError(f"input_pipeline must be one of {INPUT_PIPELINES}, got "
+                     f"{requested!r}")
+  budget = config.get("max_device_bytes", _MAX_DEVICE_BYTES)
+  if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+    raise ValueError(f"max_device_bytes must be an integer >= 0, got "
+                     f"{budget!r}")
   exp = experiment_lib.setup(config, workdir)
   workdir_lib.check_identity(exp.base_dir, workdir_lib.base_identity(config))
   if exp.approach.trains:
@@ -51,30 +69,59 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
   mesh = parallel.data_mesh() if jax.device_count() > 1 else None
   place = (lambda tree: parallel.replicate(mesh, tree)) if mesh else (
       jax.device_put)
+  stream = _streams(requested, budget, exp.dataset.train)
   ctx = _Context(config, mesh, place,
                  training.normalizer(exp.dataset.mean, exp.dataset.std),
                  training.EpochLoop(config.epoch_loop),
-                 place(exp.dataset.train.image), logs.MetricWriter(workdir))
+                 None if stream else place(exp.dataset.train.image),
+                 logs.MetricWriter(workdir))
   base_state = _train_base(exp, ctx)
   if exp.approach.trains:
     _train_stage2(exp, ctx, base_state)
   return exp
 
 
+def _streams(requested, budget, split) -> bool:
+  """Whether `input_pipeline=requested` streams the training `split`."""
+  size = split.image.nbytes + split.label.nbytes
+  stream = requested == "stream" or (requested == "auto" and size > budget)
+  logs.info(f"input pipeline: {'stream' if stream else 'memory'} (training "
+            f"set {size / 2**20:,.1f} MiB, input_pipeline={requested})")
+  return stream
+
+
+def _epoch_fn(ctx, step, indices, arrays):
+  """`epoch_fn(state, key_e)` of a stage through the context's pipeline.
+
+  `arrays` are what the step reads: host arrays with a leading example axis
+  (the training `images`, labels, targets) and pytrees it reads whole
+  (`base_vars`).
+  """
+  constants = {n: a for n, a in arrays.items() if not hasattr(a, "shape")}
+  arrays = {n: a for n, a in arrays.items() if n not in constants}
+  if ctx.images is None:
+    return functools.partial(
+        pipeline.epoch(step, indices, arrays, ctx.loop, ctx.mesh),
+        **ctx.place(constants))
+  del arrays["images"]
+  return functools.partial(training.epoch(step, indices, ctx.loop),
+                           images=ctx.images, **ctx.place(arrays),
+                           **ctx.place(constants))
+
+
 def _train_base(exp, ctx) -> training.TrainState:
   cfg = ctx.config.base
   parallel.check_batch(ctx.mesh, cfg.batch_size, "base.batch_size")
   opt = training.optimizer(cfg.learning_rate, cfg.weight_decay)
-  epoch = training.epoch(
-      training.base_step(exp.model, opt, exp.task.base_loss, ctx.normalize,
-                         ctx.mesh),
-      training.batch_indices(cfg.batch_size), ctx.loop)
+  step = training.base_step(exp.model, opt, exp.task.base_loss, ctx.normalize,
+                            ctx.mesh)
   key = _key(ctx.config, "base")
   workdir_lib.bind(exp.base_dir, workdir_lib.base_identity(ctx.config))
   return run_stage(
       "base", exp.base_dir, cfg.epochs, training.init_base(exp.model, opt, key),
-      functools.partial(epoch, images=ctx.images,
-                        labels=ctx.place(exp.dataset.train.label)),
+      _epoch_fn(ctx, step, training.batch_indices(cfg.batch_size),
+                {"images": exp.dataset.train.image,
+                 "labels": exp.dataset.train.label}),
       lambda state: _base_validation(exp, state), ctx,
       examples_per_step=cfg.batch_size, key=key)
 
@@ -88,10 +135,8 @@ def _train_stage2(exp, ctx, base_state) -> training.TrainState:
                                ds.mean, ds.std)
   parallel.check_batch(ctx.mesh, cfg.batch_size, "parity.batch_size")
   opt = training.optimizer(cfg.learning_rate, cfg.weight_decay)
-  epoch = training.epoch(
-      exp.approach.step(model=exp.model, code=exp.code, opt=opt,
-                        normalize=ctx.normalize, mesh=ctx.mesh),
-      training.group_indices(exp.code.k, cfg.batch_size), ctx.loop)
+  step = exp.approach.step(model=exp.model, code=exp.code, opt=opt,
+                           normalize=ctx.normalize, mesh=ctx.mesh)
   arrays = exp.approach.arrays(task=exp.task, split=ds.train,
                                outputs_NC=outputs_NC, base_vars=base_vars)
   key = _key(ctx.config, "stage2")
@@ -101,7 +146,8 @@ def _train_stage2(exp, ctx, base_state) -> training.TrainState:
                             input_shape=ds.input_shape, base_state=base_state)
   return run_stage(
       "stage2", exp.stage2_dir, cfg.epochs, state,
-      functools.partial(epoch, images=ctx.images, **ctx.place(arrays)),
+      _epoch_fn(ctx, step, training.group_indices(exp.code.k, cfg.batch_size),
+                {"images": ds.train.image, **arrays}),
       lambda s: _coded_validation(exp, base_state, s, val_outputs), ctx,
       examples_per_step=cfg.batch_size, key=key)
 

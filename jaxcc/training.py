@@ -12,7 +12,7 @@ outputs are given), never optimiser state.
 
 import enum
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 from jax.extend import core as jax_core
@@ -47,11 +47,76 @@ class EpochLoop(enum.Enum):
   STEPS = "steps"
 
 
-def optimizer(learning_rate: float,
-              weight_decay: float) -> optax.GradientTransformation:
-  """Adam with L2 regularisation added to the gradient (PyTorch semantics)."""
-  return optax.chain(optax.add_decayed_weights(weight_decay),
-                     optax.adam(learning_rate))
+SCHEDULES = ("constant", "cosine")
+
+
+def optimizer(learning_rate: float, weight_decay: float,
+              schedule: Optional[Callable] = None
+              ) -> optax.GradientTransformation:
+  """Adam with L2 regularisation added to the gradient (PyTorch semantics);
+  `schedule(step) -> factor` multiplies its learning rate (`scheduled`)."""
+  opt = optax.chain(optax.add_decayed_weights(weight_decay),
+                    optax.adam(learning_rate))
+  return opt if schedule is None else scheduled(opt, schedule)
+
+
+def scheduled(opt, schedule: Callable) -> optax.GradientTransformation:
+  """`opt` with its updates multiplied by `schedule(step)`, `step` being the
+  `count` of updates in `opt`'s state (Adam's). The state is `opt`'s own, so
+  a checkpoint restores with or without the schedule."""
+
+  def update(updates, state, params=None):
+    factor = schedule(optax.tree_utils.tree_get(state, "count"))
+    updates, state = opt.update(updates, state, params)
+    return jax.tree.map(lambda u: (factor * u).astype(u.dtype),
+                        updates), state
+  return optax.GradientTransformation(opt.init, update)
+
+
+def check_schedule(name: str) -> None:
+  if name not in SCHEDULES:
+    raise ValueError(f"parity.schedule must be one of {SCHEDULES}, got "
+                     f"{name!r}")
+
+
+def lr_schedule(name: str, warmup_steps: int,
+                total_steps: int) -> Optional[Callable]:
+  """The learning-rate factor of schedule `name` (one of `SCHEDULES`):
+  None for "constant"; for "cosine" a linear warm-up from 0 to 1 over
+  `warmup_steps`, then a cosine decay to 0 at `total_steps`."""
+  check_schedule(name)
+  if name == "constant":
+    return None
+  if not 0 <= warmup_steps < total_steps:
+    raise ValueError(f"the warm-up ({warmup_steps} steps) must be shorter "
+                     f"than the stage ({total_steps} steps)")
+  return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps,
+                                            total_steps, 0.0)
+
+
+def scheduled_step(build_step, opt, schedule: str, warmup_epochs: int,
+                   epochs: int):
+  """`build_step(opt)`, with `opt` following `schedule` over `epochs`.
+
+  The steps per epoch are known only from the data: the step reads them at
+  trace time as `len(images) // idx.size` (the examples one step takes, as
+  in `data.epoch_groups`), so it needs the whole training set (`epoch`, not
+  a streamed epoch, whose steps see one batch). The optimiser state is
+  `opt`'s.
+  """
+  check_schedule(schedule)
+  if schedule == "constant":
+    return build_step(opt)
+
+  def step(state, idx, images, **arrays):
+    if images.shape[0] == idx.size:
+      raise ValueError(f"parity.schedule={schedule!r} needs the whole "
+                       "training set in each step (input_pipeline=memory)")
+    per_epoch = images.shape[0] // idx.size
+    factor = lr_schedule(schedule, warmup_epochs * per_epoch,
+                         epochs * per_epoch)
+    return build_step(scheduled(opt, factor))(state, idx, images, **arrays)
+  return step
 
 
 def normalizer(mean, std) -> Callable:
@@ -105,6 +170,60 @@ def parity_step(model, code, opt, normalize, mesh=None):
               models.variables(params, state.batch_stats), parities_BR)
       return losses.mse(jnp.moveaxis(out_RBC, 0, 1), target_BRC), stats_R
     return apply_gradients(opt, state, loss_fn)
+  return step
+
+
+PARITY_LOSSES = {"decoded-mse": losses.mse_base, "decoded-kl": losses.kl_base,
+                 "decoded-xent-top1": losses.xent_top1,
+                 "decoded-xent-label": losses.xent_label}
+
+
+def decoded_parity_loss(code, model, loss_name, patterns_PN,
+                        temperature: float = 1.0):
+  """Mean loss of the decoded reconstructions over every erasure pattern.
+
+  Returns `loss(params, batch_stats, x_BK, outputs_BKC, labels_BK) ->
+  (loss, batch_stats_R)`: the r parity models (stacked, vmapped) run on the
+  parities, the k data slots hold F's given outputs, and the decoder rebuilds
+  the erased slots of each pattern as at test time (one `vmap`). The loss
+  (`PARITY_LOSSES`) compares them with F's outputs, or the true labels for
+  "decoded-xent-label"; F is a constant, so only the parity models learn.
+  """
+  if loss_name not in PARITY_LOSSES:
+    raise ValueError(f"unknown decoded parity loss {loss_name!r}; known: "
+                     f"{sorted(PARITY_LOSSES)}")
+  loss_fn = PARITY_LOSSES[loss_name]
+  if loss_name == "decoded-kl":
+    loss_fn = functools.partial(loss_fn, temperature=temperature)
+  k = code.k
+
+  def loss(params, batch_stats, x_BK, outputs_BKC, labels_BK):
+    parities_BR = code.encode({}, x_BK)
+    out_RBC, stats_R = jax.vmap(
+        functools.partial(model.apply, train=True), in_axes=(0, 1))(
+            models.variables(params, batch_stats), parities_BR)
+    y_BNC = jnp.concatenate([outputs_BKC, jnp.moveaxis(out_RBC, 0, 1)],
+                            axis=1)
+    target = labels_BK if loss_name == "decoded-xent-label" else outputs_BKC
+
+    def pattern_loss(available_N):
+      recon_BKC = code.decode({}, y_BNC, available_N)
+      return loss_fn(recon_BKC, target, ~available_N[:k])
+    return jnp.mean(jax.vmap(pattern_loss)(jnp.asarray(patterns_PN))), stats_R
+  return loss
+
+
+def decoded_parity_step(model, code, opt, loss_name, patterns_PN, normalize,
+                        temperature: float = 1.0, mesh=None):
+  """`step(state, idx_BK, images, outputs, labels)`: the r parity models
+  trained on `decoded_parity_loss` over `patterns_PN`, F's `outputs` given."""
+  loss = decoded_parity_loss(code, model, loss_name, patterns_PN, temperature)
+
+  def step(state, idx_BK, images, outputs, labels):
+    batch = parallel.shard_batch(mesh, normalize(images[idx_BK]),
+                                 outputs[idx_BK], labels[idx_BK])
+    return apply_gradients(
+        opt, state, lambda params: loss(params, state.batch_stats, *batch))
   return step
 
 
@@ -208,6 +327,51 @@ def resolve_loop(loop: EpochLoop, step, indices, state, key,
   idx = jax.ShapeDtypeStruct(epoch_idx.shape[1:], epoch_idx.dtype)
   jaxpr = jax.make_jaxpr(step)(state, idx, **arrays)
   return EpochLoop.STEPS if _has_convolution(jaxpr.jaxpr) else EpochLoop.SCAN
+
+
+def streamed_epoch(step, index_shape: tuple, loop: EpochLoop):
+  """`epoch(state, chunks, *, progress=None, **constants) -> (state,
+  losses_S)` over batches gathered outside the step (`jaxcc.pipeline`).
+
+  Each chunk is a dict of `(S, R, ...)` arrays: S steps of R =
+  prod(`index_shape`) rows, which the step reads in order through `idx =
+  arange(R).reshape(index_shape)`, so `step` is a builder's step unchanged.
+  `constants` are the arrays every step reads whole (e.g. `base_vars`).
+  `loop` (resolved: SCAN or STEPS) runs a chunk as one `lax.scan` or as
+  straight-line steps, for chunks of one step (see `EpochLoop`). The state
+  is donated. At most two chunks run ahead of the device (so that chunks
+  are not queued without bound); `progress(steps done)`, if given, follows
+  each.
+  """
+  if loop is EpochLoop.AUTO:
+    raise ValueError("streamed_epoch needs a resolved loop (resolve_loop)")
+  idx = np.arange(np.prod(index_shape), dtype=np.int32).reshape(index_shape)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def run_chunk(state, chunk, constants):
+    if loop is EpochLoop.SCAN:
+      return jax.lax.scan(lambda s, batch: step(s, idx, **batch, **constants),
+                          state, chunk)
+    losses_S = []
+    for i in range(len(next(iter(chunk.values())))):
+      state, loss = step(state, idx, **{n: a[i] for n, a in chunk.items()},
+                         **constants)
+      losses_S.append(loss)
+    return state, jnp.stack(losses_S)
+
+  def run(state, chunks, *, progress=None, **constants):
+    losses, done = [], 0
+    for chunk in chunks:
+      state, loss_S = run_chunk(state, chunk, constants)
+      losses.append(loss_S)
+      if len(losses) > 2:
+        done += len(losses[-3].block_until_ready())
+        if progress:
+          progress(done)
+    if not losses:
+      raise ValueError("streamed_epoch got no batches")
+    return state, jnp.concatenate(losses)
+  return run
 
 
 def _has_convolution(jaxpr) -> bool:
