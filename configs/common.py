@@ -42,6 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.test_group_seed = 0
   c.eval_missing = config_dict.placeholder(int)  # None: exactly r missing
   c.base_workdir = ""  # reuse F trained in another workdir ("" = this one)
+  # Start from a trained F instead of training it: a directory written by
+  # orbax.checkpoint.StandardCheckpointer().save(dir, variables), the flax
+  # variables of `model` ("params", and "batch_stats" with BatchNorm)
+  c.base_checkpoint = ""
   c.mixed_precision = False  # bf16 compute, f32 master weights
   c.eval_every = 1  # epochs between validation metrics
   # auto | scan (one lax.scan per epoch) | steps (a loop of jitted steps);

@@ -27,7 +27,7 @@ import numpy as np
 
 import jaxcc
 from jaxcc import logs
-from jaxcc import protect
+from jaxcc import models
 from jaxcc import serving
 from jaxcc import tasks
 from jaxcc import training
@@ -62,7 +62,7 @@ def load(dataset, split, size):
 def train_base(module, images, labels, *, key, epochs, batch_size=64):
   """F's variables after `epochs` epochs of Adam on the cross-entropy."""
   x_N = preprocess(images)
-  model = protect.wrap(module, x_N.shape[1:])
+  model = models.wrap(module, x_N.shape[1:])
   opt = training.optimizer(1e-3, 0.0)
   init_key, epoch_key = jax.random.split(key)
   state = training.init_base(model, opt, init_key)

@@ -162,6 +162,38 @@ def load_params(directory: str, step: Optional[int] = None):
   return state["params"]
 
 
+def load_variables(directory: str, like: Any) -> Any:
+  """A model's variables saved with `ocp.StandardCheckpointer().save`.
+
+  Args:
+    directory: what was given to `save`.
+    like: variables of the same model (e.g. `model.init(key)`), for the
+      structure, shapes and dtypes.
+
+  Raises:
+    ValueError: the directory is missing, does not hold variables shaped
+      like `like`, or holds NaN or infinite values.
+  """
+  directory = os.path.abspath(directory)
+  if not os.path.isdir(directory):
+    raise ValueError(f"checkpoint {directory} does not exist")
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    variables = checkpointer.restore(directory, abstract)
+  except Exception as e:  # pylint: disable=broad-except
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise ValueError(f"checkpoint {directory} does not hold this model's "
+                     f"variables ({type(e).__name__}: {text[:200]})") from e
+  finally:
+    checkpointer.close()
+  bad = _first_nonfinite(variables)
+  if bad is not None:
+    raise ValueError(f"checkpoint {directory}: {bad} holds NaN or infinite "
+                     "values")
+  return variables
+
+
 def digests(state: Any, meta: Optional[dict] = None) -> dict:
   """`{leaf path: "<dtype><shape>:<sha256>"}` of every array in `state`.
 

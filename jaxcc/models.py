@@ -20,9 +20,11 @@ on its own parity).
 """
 
 import functools
+import importlib
+import inspect
 import numbers
 import operator
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -254,7 +256,8 @@ def get(name: str, input_shape: tuple, num_outputs: int,
   """The base model `name` for examples of `input_shape`.
 
   Args:
-    name: one of `NAMES`.
+    name: one of `NAMES`, or `package.module:Name` for any importable
+      `flax.linen.Module` class or factory (see `imported`).
     input_shape: shape of one example, `(H, W, C)` or `(H, W)`.
     num_outputs: C, e.g. the number of classes.
     dtype: computation dtype (e.g. `jnp.bfloat16`); params stay float32 and
@@ -265,8 +268,14 @@ def get(name: str, input_shape: tuple, num_outputs: int,
   Returns:
     A `Model`.
   """
+  if isinstance(name, str) and ":" in name:
+    if width != 1:
+      raise ValueError(f"width={width} needs a zoo model; {name!r} is "
+                       "imported as it is")
+    return imported(name, input_shape, num_outputs)
   if name not in NAMES:
-    raise ValueError(f"unknown model {name!r}; known models: {NAMES}")
+    raise ValueError(f"unknown model {name!r}; known models: {NAMES} or "
+                     "'package.module:Name'")
   if not isinstance(num_outputs, numbers.Integral) or num_outputs < 1:
     raise ValueError(f"num_outputs must be a positive int; got {num_outputs}")
   if isinstance(width, bool) or not isinstance(width, numbers.Real) or not (
@@ -355,3 +364,106 @@ def _predict_fn(model, mean, std):
   def fn(model_variables, images):
     return model.apply(model_variables, data.normalize(images, mean, std))
   return fn
+
+
+def imported(spec: str, input_shape, num_outputs: int) -> Model:
+  """F named `package.module:Name`: a `flax.linen.Module` class or factory.
+
+  It is called with `num_outputs=` when it takes that argument, else with
+  none, and must return a module whose outputs are `(batch, num_outputs)`;
+  `wrap` adapts it (inputs float32, NHWC as the dataset gives them).
+  """
+  module_name, _, attr = spec.partition(":")
+  try:
+    factory = getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError, ValueError) as e:
+    raise ValueError(f"model {spec!r} cannot be imported: {first_line(e)}"
+                     ) from e
+  if not callable(factory):
+    raise ValueError(f"model {spec!r} is a {type(factory).__name__}, not a "
+                     "flax.linen.Module class or factory")
+  try:
+    takes = inspect.signature(factory).parameters
+  except (TypeError, ValueError):
+    takes = {}
+  try:
+    module = factory(num_outputs=num_outputs) if "num_outputs" in takes else (
+        factory())
+  except TypeError as e:
+    raise ValueError(f"model {spec!r} must be callable with num_outputs= or "
+                     f"with no arguments: {first_line(e)}") from e
+  if not isinstance(module, nn.Module):
+    raise ValueError(f"model {spec!r} gave a {type(module).__name__}, not a "
+                     "flax.linen.Module")
+  model = wrap(module, _example_shape(input_shape), name=spec)
+  if model.num_outputs != num_outputs:
+    raise ValueError(f"model {spec!r} has {model.num_outputs} outputs; the "
+                     f"dataset needs {num_outputs}")
+  return model
+
+
+def wrap(module, input_shape, name: Optional[str] = None) -> Model:
+  """A `jaxcc.models.Model` around a flax module F for inputs of one example
+  shaped `input_shape`; its `num_outputs` is read from F's output `(B, C)`.
+
+  `apply(variables, x_B..., train=False)` passes `train` on when F's
+  `__call__` takes it; with `train=True` it returns `(outputs_BC,
+  new_batch_stats)`.
+  """
+  shape = tuple(int(s) for s in input_shape)
+  try:
+    hash(module)
+  except TypeError:  # A field that is not hashable: nothing to reuse.
+    return _wrap(module, shape, name)
+  return _cached_wrap(module, shape, name)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_wrap(module, shape, name):
+  """`_wrap`, reused for equal modules so that compilations are reused."""
+  return _wrap(module, shape, name)
+
+
+def _wrap(module, shape, name):
+  name = name or type(module).__name__
+  takes_train = "train" in inspect.signature(module.__call__).parameters
+  eval_kw = {"train": False} if takes_train else {}
+  train_kw = {"train": True} if takes_train else {}
+  x_1 = jnp.zeros((1,) + shape, jnp.float32)
+  try:
+    out = jax.eval_shape(
+        lambda key: module.init_with_output(key, x_1, **eval_kw)[0],
+        jax.random.PRNGKey(0))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{name} does not accept inputs shaped (batch, "
+                     f"*{shape}): {first_line(e)}") from e
+  if len(getattr(out, "shape", ())) != 2:
+    raise ValueError(f"{name} must return outputs shaped (batch, C); got "
+                     f"{getattr(out, 'shape', type(out).__name__)}")
+  init_jit = jax.jit(lambda key: module.init(key, x_1, **eval_kw))
+
+  def init(key, input_shape=None):
+    if input_shape is not None and tuple(input_shape) != shape:
+      raise ValueError(f"init got input_shape {tuple(input_shape)}, but "
+                       f"{name} was wrapped for {shape}")
+    return init_jit(key)
+
+  def apply(variables, x, train=False):
+    x = jnp.asarray(x)
+    if x.shape[1:] != shape:
+      raise ValueError(f"{name} was wrapped for inputs shaped (batch, "
+                       f"*{shape}); got per-example shape {x.shape[1:]}")
+    if not train:
+      return module.apply(variables, x, **eval_kw).astype(jnp.float32)
+    outputs, updates = module.apply(variables, x, mutable=["batch_stats"],
+                                    **train_kw)
+    return outputs.astype(jnp.float32), updates.get("batch_stats", {})
+
+  return Model(name=name, init=init, apply=apply,
+                      num_outputs=int(out.shape[1]))
+
+
+def first_line(error: BaseException) -> str:
+  """The first line of an error's message (its type name if empty)."""
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__

@@ -27,7 +27,6 @@ absl's INFO level, to one log line per epoch.
 """
 
 import functools
-import inspect
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -58,67 +57,6 @@ class _Config(NamedTuple):
 
 
 _NO_CONFIG = _Config()
-
-
-def wrap(module, input_shape, name: Optional[str] = None) -> models.Model:
-  """A `jaxcc.models.Model` around a flax module F for inputs of one example
-  shaped `input_shape`; its `num_outputs` is read from F's output `(B, C)`.
-
-  `apply(variables, x_B..., train=False)` passes `train` on when F's
-  `__call__` takes it; with `train=True` it returns `(outputs_BC,
-  new_batch_stats)`.
-  """
-  shape = tuple(int(s) for s in input_shape)
-  try:
-    hash(module)
-  except TypeError:  # A field that is not hashable: nothing to reuse.
-    return _wrap(module, shape, name)
-  return _cached_wrap(module, shape, name)
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_wrap(module, shape, name):
-  """`_wrap`, reused for equal modules so that compilations are reused."""
-  return _wrap(module, shape, name)
-
-
-def _wrap(module, shape, name):
-  name = name or type(module).__name__
-  takes_train = "train" in inspect.signature(module.__call__).parameters
-  eval_kw = {"train": False} if takes_train else {}
-  train_kw = {"train": True} if takes_train else {}
-  x_1 = jnp.zeros((1,) + shape, jnp.float32)
-  try:
-    out = jax.eval_shape(
-        lambda key: module.init_with_output(key, x_1, **eval_kw)[0],
-        jax.random.PRNGKey(0))
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"{name} does not accept inputs shaped (batch, "
-                     f"*{shape}): {_first_line(e)}") from e
-  if len(getattr(out, "shape", ())) != 2:
-    raise ValueError(f"{name} must return outputs shaped (batch, C); got "
-                     f"{getattr(out, 'shape', type(out).__name__)}")
-  init_jit = jax.jit(lambda key: module.init(key, x_1, **eval_kw))
-
-  def init(key, input_shape=None):
-    if input_shape is not None and tuple(input_shape) != shape:
-      raise ValueError(f"init got input_shape {tuple(input_shape)}, but "
-                       f"{name} was wrapped for {shape}")
-    return init_jit(key)
-
-  def apply(variables, x, train=False):
-    x = jnp.asarray(x)
-    if x.shape[1:] != shape:
-      raise ValueError(f"{name} was wrapped for inputs shaped (batch, "
-                       f"*{shape}); got per-example shape {x.shape[1:]}")
-    if not train:
-      return module.apply(variables, x, **eval_kw).astype(jnp.float32)
-    outputs, updates = module.apply(variables, x, mutable=["batch_stats"],
-                                    **train_kw)
-    return outputs.astype(jnp.float32), updates.get("batch_stats", {})
-
-  return models.Model(name=name, init=init, apply=apply,
-                      num_outputs=int(out.shape[1]))
 
 
 def fit_parity_models(model, variables, images, code, *, key,
@@ -366,7 +304,7 @@ def _base(module, variables, input_shape):
   if "params" not in variables or unknown:
     raise ValueError(f"variables must hold 'params' (and 'batch_stats' with "
                      f"BatchNorm); got collections {sorted(variables)}")
-  base = wrap(module, input_shape)
+  base = models.wrap(module, input_shape)
   base_vars = models.variables(variables["params"],
                                variables.get("batch_stats", {}))
   try:
@@ -376,7 +314,7 @@ def _base(module, variables, input_shape):
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"{base.name} with these variables does not accept "
                      f"inputs shaped (batch, *{tuple(input_shape)}): "
-                     f"{_first_line(e)}") from e
+                     f"{models.first_line(e)}") from e
   return base, base_vars
 
 
@@ -384,7 +322,7 @@ def _parity(parity_model, base, input_shape) -> models.Model:
   """The parity models' architecture: F's unless `parity_model` is given."""
   if parity_model is None:
     return base
-  parity = wrap(parity_model, input_shape)
+  parity = models.wrap(parity_model, input_shape)
   if parity.num_outputs != base.num_outputs:
     raise ValueError(f"the parity model returns {parity.num_outputs} outputs"
                      f" per example but F returns {base.num_outputs}")
@@ -406,7 +344,7 @@ def _check_stacked(parity, parity_variables, r, input_shape) -> None:
                                               jnp.float32))
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"parity_variables do not fit {parity.name}: "
-                     f"{_first_line(e)}") from e
+                     f"{models.first_line(e)}") from e
   if out.shape[2:] != (parity.num_outputs,):
     raise ValueError(f"the parity models return outputs shaped "
                      f"{out.shape[2:]}, F returns ({parity.num_outputs},)")
@@ -467,8 +405,3 @@ def _fit(stage, step, state, x_N, arrays, *, key, code, epochs, batch_size,
 
 def _identity(x):
   return x
-
-
-def _first_line(error) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__

@@ -117,6 +117,8 @@ def _train_base(exp, ctx) -> training.TrainState:
                             ctx.mesh)
   key = _key(ctx.config, "base")
   workdir_lib.bind(exp.base_dir, workdir_lib.base_identity(ctx.config))
+  if ctx.config.base_checkpoint:
+    _import_base(exp, ctx.config, training.init_base(exp.model, opt, key))
   return run_stage(
       "base", exp.base_dir, cfg.epochs, training.init_base(exp.model, opt, key),
       _epoch_fn(ctx, step, training.batch_indices(cfg.batch_size),
@@ -124,6 +126,24 @@ def _train_base(exp, ctx) -> training.TrainState:
                  "labels": exp.dataset.train.label}),
       lambda state: _base_validation(exp, state), ctx,
       examples_per_step=cfg.batch_size, key=key)
+
+
+def _import_base(exp, config, initial: training.TrainState) -> None:
+  """Saves F's variables from `config.base_checkpoint` as the base stage's
+  last epoch (unless the stage has a checkpoint), so nothing retrains F."""
+  ckpt = checkpoints.Checkpointer(exp.base_dir)
+  try:
+    if ckpt.latest_step() is not None:
+      return
+    variables = checkpoints.load_variables(
+        config.base_checkpoint,
+        models.variables(initial.params, initial.batch_stats))
+    state = initial._replace(params=variables["params"],
+                             batch_stats=variables.get("batch_stats", {}))
+    ckpt.save(config.base.epochs, state, {"epoch": config.base.epochs})
+    logs.info(f"[base] F from {config.base_checkpoint}; not trained here")
+  finally:
+    ckpt.close()
 
 
 def _train_stage2(exp, ctx, base_state) -> training.TrainState:

@@ -24,14 +24,15 @@ from jaxcc import training
 IDENTITY_FILE = "identity.json"
 # Fields that F's checkpoints depend on.
 _BASE_FIELDS = ("dataset", "data_seed", "validation_size", "image_size",
-                "model", "mixed_precision")
+                "model", "mixed_precision", "base_checkpoint")
 # Fields of every stage 2 besides F's and the approach's own.
 _STAGE2_FIELDS = ("code", "k", "r", "generator")
 
 
 def base_identity(config) -> dict:
   """What a base stage's checkpoints depend on."""
-  return {f: experiment_lib.field(config, f) for f in _BASE_FIELDS}
+  return {f: experiment_lib.field(config, f) for f in _BASE_FIELDS
+          if f in config}
 
 
 def stage2_identity(exp, base_epochs: int) -> dict:

@@ -183,3 +183,28 @@ def test_apply_with_other_shape_names_both_shapes():
   for apply in (model.apply, jax.jit(model.apply)):
     with pytest.raises(ValueError, match=r"\(28, 28, 1\).*\(32, 32, 3\)"):
       apply(variables, x)
+
+
+def test_an_importable_module_is_a_model():
+  model = models.get("jaxcc.models:MLP", (4, 4, 1), 3)
+  assert model.name == "jaxcc.models:MLP" and model.num_outputs == 3
+  variables = model.init(KEY)
+  x = jax.random.normal(KEY, (2, 4, 4, 1))
+  np.testing.assert_array_equal(
+      model.apply(variables, x), models.MLP(3).apply(variables, x))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("no_such_package.sub:Net", "cannot be imported"),
+    ("jaxcc.models:NoSuchNet", "cannot be imported"),
+    ("jaxcc.models:NAMES", "not a flax.linen.Module class or factory"),
+    ("jaxcc.models:variables", "callable with num_outputs= or with no"),
+])
+def test_bad_importable_models_are_clear_errors(spec, message):
+  with pytest.raises(ValueError, match=message):
+    models.get(spec, (4, 4, 1), 3)
+
+
+def test_width_needs_a_zoo_model():
+  with pytest.raises(ValueError, match="width=2 needs a zoo model"):
+    models.get("jaxcc.models:MLP", (4, 4, 1), 3, width=2)

@@ -10,7 +10,7 @@ import pytest
 
 import jaxcc
 from jaxcc import data
-from jaxcc import protect
+from jaxcc import models
 from jaxcc import tasks
 from jaxcc import training
 
@@ -226,7 +226,7 @@ def test_training_free_code_needs_nothing_trained():
 
 
 def test_wrap_reads_the_outputs_and_checks_inputs():
-  model = protect.wrap(_BatchNormNet(num_outputs=5), _SHAPE)
+  model = models.wrap(_BatchNormNet(num_outputs=5), _SHAPE)
   assert model.num_outputs == 5 and model.name == "_BatchNormNet"
   variables = model.init(jax.random.PRNGKey(0))
   x = jnp.ones((2,) + _SHAPE)
@@ -237,7 +237,7 @@ def test_wrap_reads_the_outputs_and_checks_inputs():
   with pytest.raises(ValueError, match="wrapped for inputs shaped"):
     model.apply(variables, jnp.ones((2, 5, 5, 1)))
   with pytest.raises(ValueError, match=r"outputs shaped \(batch, C\)"):
-    protect.wrap(_Grouped(), _SHAPE)
+    models.wrap(_Grouped(), _SHAPE)
 
 
 def _fit(**kwargs):
@@ -317,7 +317,7 @@ def digits_cnn():
   ds = data.load("embedded")
   module = _DigitsCNN()
   x_N = _preprocess(ds.train.image)
-  model = protect.wrap(module, x_N.shape[1:])
+  model = models.wrap(module, x_N.shape[1:])
   opt = training.optimizer(1e-3, 0.0)
   state = training.init_base(model, opt, jax.random.PRNGKey(0))
   epoch = training.epoch(

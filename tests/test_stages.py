@@ -5,11 +5,15 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from configs import parity as parity_config
 from jaxcc import evaluation
+from jaxcc import experiment
+from jaxcc import models
 from jaxcc import stages
 from jaxcc import training
 from jaxcc import workdir
@@ -157,3 +161,27 @@ def test_label_targets_train_parity_models_toward_one_hot_sums(tmp_path):
   results = evaluation.evaluate(config, str(tmp_path))
   assert results["degraded_accuracy"] > results["default_accuracy"]
   assert np.isfinite(results["reconstruction_accuracy"])
+
+
+@pytest.mark.slow
+def test_a_trained_f_from_a_checkpoint_is_used_as_it_is(tmp_path):
+  spec = "jaxcc.models:MLP"
+  config = _config(f"model={spec},epochs=1")
+  exp = experiment.setup(config, str(tmp_path / "probe"))
+  variables = exp.model.init(jax.random.key(7))
+  saver = ocp.StandardCheckpointer()
+  saver.save(str(tmp_path / "f"), variables)
+  saver.wait_until_finished()
+  saver.close()
+  config.base_checkpoint = str(tmp_path / "f")
+  stages.train(config, str(tmp_path / "run"))
+  results = evaluation.evaluate(config, str(tmp_path / "run"))
+  test = exp.dataset.test
+  outputs = models.predict(exp.model, variables, test.image, exp.dataset.mean,
+                           exp.dataset.std)
+  assert results["available_accuracy"] == pytest.approx(
+      float(np.mean(np.argmax(outputs, -1) == test.label)))
+  assert ("base", 1) not in _epochs(tmp_path / "run")  # F not trained
+  config.base_checkpoint = str(tmp_path / "other")
+  with pytest.raises(ValueError, match="trained with base_checkpoint="):
+    stages.train(config, str(tmp_path / "run"))

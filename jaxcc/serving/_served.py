@@ -17,7 +17,6 @@ import numpy as np
 from jaxcc import codes
 from jaxcc import data
 from jaxcc import models
-from jaxcc import protect
 from jaxcc import workdir as workdir_lib
 
 
@@ -89,14 +88,14 @@ def from_model(module, variables, parity_variables, code: codes.Code, *,
     parity_module: the parity models' architecture (default: F's).
   """
   shape = tuple(int(d) for d in input_shape)
-  num_outputs = int(protect.wrap(module, shape).num_outputs)
+  num_outputs = int(models.wrap(module, shape).num_outputs)
   parity_module = module if parity_module is None else parity_module
   r = {np.shape(a)[0] for a in jax.tree.leaves(parity_variables)}
   if r != {code.r}:
     raise ValueError(f"parity_variables must hold the {code.r} parity "
                      f"models of {code.name} on a leading axis; leading "
                      f"sizes {sorted(r)}")
-  parity_outputs = int(protect.wrap(parity_module, shape).num_outputs)
+  parity_outputs = int(models.wrap(parity_module, shape).num_outputs)
   if parity_outputs != num_outputs:
     raise ValueError(f"the parity model has {parity_outputs} outputs, F "
                      f"has {num_outputs}")
@@ -162,7 +161,7 @@ def _flax_fn(name, input_shape, num_outputs, model_variables):
 
 
 def _module_fn(module, input_shape, model_variables):
-  apply = jax.jit(protect.wrap(module, input_shape).apply)
+  apply = jax.jit(models.wrap(module, input_shape).apply)
   return lambda x_B: np.asarray(apply(model_variables, x_B))
 
 
