@@ -1,6 +1,10 @@
 """The public API for a user's own Flax model (`jaxcc.protect`)."""
 
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -362,4 +366,24 @@ def test_learned_code_for_a_custom_cnn_on_digits(digits_cnn):
       key=jax.random.PRNGKey(2), preprocess=_preprocess, code_params=params)
   # 0.272 when written: a learned code needs far more epochs to approach
   # the parity model, but is already well above the default prediction.
+  assert results["degraded_accuracy"] > 2 * results["default_accuracy"]
+
+
+@pytest.mark.slow
+def test_train_py_takes_a_module_defined_here(tmp_path):
+  """`model=test_protect:_BatchNormNet`: this file's own CNN via the CLI."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [os.path.join(root, "tests"), os.environ.get("PYTHONPATH", "")]))
+  done = subprocess.run(
+      [sys.executable, "train.py",
+       "--config=configs/parity.py:model=test_protect:_BatchNormNet,"
+       "base_epochs=2,epochs=2,validation_size=200",
+       f"--workdir={tmp_path}"],
+      cwd=root, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  results = json.load(open(tmp_path / "eval.json"))
+  assert results["model"] == "test_protect:_BatchNormNet"
+  assert results["available_accuracy"] > 0.5  # trained, on real digits
   assert results["degraded_accuracy"] > 2 * results["default_accuracy"]
