@@ -56,7 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
   # max_device_bytes; both train on the same batches
   c.input_pipeline = "auto"
   c.max_device_bytes = 2 * 1024**3
-  c.checkpoint_every_secs = 30.0
+  c.checkpoint_every_secs = 30.0  # between checkpoints at epoch ends
+  # Also save every this many steps inside an epoch, and resume from there
+  # (0: at epoch ends only); for epochs long enough to lose to a kill
+  c.checkpoint_every_steps = 0
 
   c.base = ml_collections.ConfigDict()
   c.base.epochs = 15

@@ -21,7 +21,6 @@ step, the step's indices flattened (B examples, or B groups of K).
 
 import functools
 import math
-import time
 from typing import Iterator, Mapping, Optional
 
 import grain
@@ -30,13 +29,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from jaxcc import logs
 from jaxcc import training
 
 # Host bytes one chunk of steps aims at (`chunk_steps`).
 CHUNK_BYTES = 32 * 1024 * 1024
-# Seconds between two progress lines inside an epoch (`Progress`).
-PROGRESS_SECS = 10.0
 
 
 def host_rows(rows: int, process_index: int, process_count: int) -> slice:
@@ -141,36 +137,20 @@ def epoch_batches(arrays: Mapping[str, np.ndarray], indices, mesh=None, *,
                    process_count=process_count), mesh)
 
 
-class Progress:
-  """`progress(steps done)`: logs an epoch's steps, examples/s and time left,
-  at most every `every_secs` (so only epochs longer than that show it)."""
-
-  def __init__(self, steps: int, examples_per_step: int,
-               every_secs: float = PROGRESS_SECS):
-    self.steps, self.examples_per_step = steps, examples_per_step
-    self.every_secs = every_secs
-    self.began = self.last = time.monotonic()
-
-  def __call__(self, done: int) -> None:
-    now = time.monotonic()
-    if now - self.last < self.every_secs or not 0 < done < self.steps:
-      return
-    self.last = now
-    per_sec = done / (now - self.began)
-    logs.info(f"  step {done:,}/{self.steps:,}: "
-              f"{per_sec * self.examples_per_step:,.0f} examples/s, "
-              f"{(self.steps - done) / per_sec:,.0f} s left")
-
-
 def epoch(step, indices, arrays: Mapping[str, np.ndarray],
           loop: training.EpochLoop = training.EpochLoop.AUTO, mesh=None):
-  """`epoch(state, key, **constants) -> (state, losses_S)` streaming `arrays`.
+  """`epoch(state, key, *, start=0, stop=None, progress=None, **constants)
+  -> (state, losses_S)` streaming `arrays`.
 
   As `training.epoch(step, indices, loop)` with the per-example host
   `arrays` (`images` and the others the step reads) given here and the
   arrays every step reads whole (`constants`, on the device) at the call.
   SCAN runs chunks of about `CHUNK_BYTES` as one `lax.scan` each, STEPS one
   jitted step a chunk; AUTO decides at the first call (`resolve_loop`).
+  Steps `start` to `stop` read from step `start` on: the epoch's indices
+  and its step are the whole position of the stream, so resuming inside an
+  epoch needs nothing else. `progress(steps done in the epoch)`
+  (`logs.Progress`) follows each chunk.
   """
   if "images" not in arrays:
     raise ValueError(f"pipeline.epoch needs arrays['images'], got "
@@ -179,7 +159,7 @@ def epoch(step, indices, arrays: Mapping[str, np.ndarray],
   epoch_indices = jax.jit(indices, static_argnums=1)
   built = []
 
-  def run(state, key, **constants):
+  def run(state, key, *, start=0, stop=None, progress=None, **constants):
     if not built:
       shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                             {**arrays, **constants})
@@ -190,10 +170,11 @@ def epoch(step, indices, arrays: Mapping[str, np.ndarray],
       steps_per_chunk = 1 if resolved is training.EpochLoop.STEPS else (
           chunk_steps(arrays, math.prod(index_shape)))
       built.append((training.streamed_epoch(step, index_shape, resolved),
-                    math.prod(index_shape), steps_per_chunk))
-    streamed, rows, steps_per_chunk = built[0]
+                    steps_per_chunk))
+    streamed, steps_per_chunk = built[0]
     indices_S = np.asarray(epoch_indices(key, num_examples))
+    indices_S = indices_S[training.epoch_slice(len(indices_S), start, stop)]
     return streamed(state, epoch_batches(arrays, indices_S, mesh,
                                          steps_per_chunk=steps_per_chunk),
-                    progress=Progress(len(indices_S), rows), **constants)
+                    progress=progress, start=start, **constants)
   return run

@@ -89,7 +89,9 @@ def fit_parity_models(model, variables, images, code, *, key,
       epoch; a resumed run ends as an uninterrupted one does.
     callback: called after every epoch with `{"epoch", "loss",
       "examples_per_sec", "seconds"}`.
-    progress: log one line per epoch (absl INFO).
+    progress: log one line per epoch (absl INFO), and progress lines
+      inside epochs longer than `logs.PROGRESS_SECS` (when it runs its steps
+      one by one: models with convolutions on the CPU).
 
   Returns:
     The parity models' variables, stacked over r (see the module docstring).
@@ -365,7 +367,9 @@ def _fit(stage, step, state, x_N, arrays, *, key, code, epochs, batch_size,
          checkpoint_dir, callback, progress) -> training.TrainState:
   """Runs `epochs` epochs of `step` over coding groups, resuming from
   `checkpoint_dir`; epoch e draws its groups from `fold_in(key, e)`."""
-  epoch = training.epoch(step, training.group_indices(code.k, batch_size))
+  indices = training.group_indices(code.k, batch_size)
+  epoch, steps = training.epoch(step, indices), training.epoch_steps(
+      indices, len(x_N))
   device_arrays = jax.device_put(dict(images=x_N, **arrays))
   ckpt = checkpoints.Checkpointer(checkpoint_dir) if checkpoint_dir else None
   try:
@@ -379,8 +383,10 @@ def _fit(stage, step, state, x_N, arrays, *, key, code, epochs, batch_size,
       logs.info(f"[{stage}] resuming from epoch {start} ({checkpoint_dir})")
     for e in range(start, epochs):
       began = time.perf_counter()
-      state, loss_S = epoch(state, jax.random.fold_in(key, e),
-                            **device_arrays)
+      state, loss_S = epoch(
+          state, jax.random.fold_in(key, e), **device_arrays,
+          progress=logs.Progress(steps, batch_size * code.k) if progress
+          else None)
       loss = float(jnp.mean(loss_S))
       seconds = time.perf_counter() - began
       if not np.isfinite(loss):

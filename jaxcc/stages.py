@@ -3,18 +3,26 @@ code work (chosen by the config's `approaches.Approach`).
 
 Each stage checkpoints `(state, epoch)` and resumes where it stopped; the
 randomness of epoch e depends only on (seed, stage, e), so an interrupted and
-resumed run ends exactly where an uninterrupted one does. Validation metrics
-come from the same `metrics.evaluate_split` as the final evaluation.
+resumed run ends exactly where an uninterrupted one does. With
+`checkpoint_every_steps` N > 0 a stage also saves every N steps inside an
+epoch (`<stage dir>/mid_epoch`: the state, the epoch, the step and the
+epoch's losses so far) and resumes from the later of the two checkpoints,
+ending bit for bit as a run that was not interrupted; the stage's own
+checkpoints stay at epoch ends. Validation metrics come from the same
+`metrics.evaluate_split` as the final evaluation.
 
 The training examples reach the steps through the config's `input_pipeline`:
 "memory" places the training set on the device once and gathers each batch
 there (`training.epoch`); "stream" gathers each batch on the host and
 prefetches it (`pipeline.epoch`); "auto" streams
 a training set larger than `max_device_bytes`. Both read the same batches in
-the same order, so they train to the same state.
+the same order, so they train to the same state. A learning-rate schedule
+spans the stage's steps, counted from the epoch's indices either way.
 """
 
 import functools
+import os
+import shutil
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -35,6 +43,7 @@ from jaxcc import workdir as workdir_lib
 _STAGE_SEEDS = {"base": 1, "stage2": 2}
 INPUT_PIPELINES = ("memory", "stream", "auto")
 _MAX_DEVICE_BYTES = 2 * 1024**3  # configs saved before the field existed
+MID_EPOCH_DIR = "mid_epoch"
 
 
 class _Context(NamedTuple):
@@ -58,6 +67,10 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
   if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
     raise ValueError(f"max_device_bytes must be an integer >= 0, got "
                      f"{budget!r}")
+  every = config.get("checkpoint_every_steps", 0)
+  if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+    raise ValueError(f"checkpoint_every_steps must be an integer >= 0, got "
+                     f"{every!r}")
   exp = experiment_lib.setup(config, workdir)
   workdir_lib.check_identity(exp.base_dir, workdir_lib.base_identity(config))
   if exp.approach.trains:
@@ -75,9 +88,12 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
                  training.EpochLoop(config.epoch_loop),
                  None if stream else place(exp.dataset.train.image),
                  logs.MetricWriter(workdir))
-  base_state = _train_base(exp, ctx)
-  if exp.approach.trains:
-    _train_stage2(exp, ctx, base_state)
+  try:
+    base_state = _train_base(exp, ctx)
+    if exp.approach.trains:
+      _train_stage2(exp, ctx, base_state)
+  finally:
+    ctx.writer.close()
   return exp
 
 
@@ -119,12 +135,15 @@ def _train_base(exp, ctx) -> training.TrainState:
   workdir_lib.bind(exp.base_dir, workdir_lib.base_identity(ctx.config))
   if ctx.config.base_checkpoint:
     _import_base(exp, ctx.config, training.init_base(exp.model, opt, key))
+  indices = training.batch_indices(cfg.batch_size)
   return run_stage(
       "base", exp.base_dir, cfg.epochs, training.init_base(exp.model, opt, key),
-      _epoch_fn(ctx, step, training.batch_indices(cfg.batch_size),
+      _epoch_fn(ctx, step, indices,
                 {"images": exp.dataset.train.image,
                  "labels": exp.dataset.train.label}),
       lambda state: _base_validation(exp, state), ctx,
+      steps_per_epoch=training.epoch_steps(indices,
+                                           len(exp.dataset.train.image)),
       examples_per_step=cfg.batch_size, key=key)
 
 
@@ -155,8 +174,12 @@ def _train_stage2(exp, ctx, base_state) -> training.TrainState:
                                ds.mean, ds.std)
   parallel.check_batch(ctx.mesh, cfg.batch_size, "parity.batch_size")
   opt = training.optimizer(cfg.learning_rate, cfg.weight_decay)
-  step = exp.approach.step(model=exp.model, code=exp.code, opt=opt,
-                           normalize=ctx.normalize, mesh=ctx.mesh)
+  indices = training.group_indices(exp.code.k, cfg.batch_size)
+  steps_per_epoch = training.epoch_steps(indices, len(ds.train.image))
+  step = training.with_epoch_steps(
+      exp.approach.step(model=exp.model, code=exp.code, opt=opt,
+                        normalize=ctx.normalize, mesh=ctx.mesh),
+      steps_per_epoch)
   arrays = exp.approach.arrays(task=exp.task, split=ds.train,
                                outputs_NC=outputs_NC, base_vars=base_vars)
   key = _key(ctx.config, "stage2")
@@ -166,36 +189,66 @@ def _train_stage2(exp, ctx, base_state) -> training.TrainState:
                             input_shape=ds.input_shape, base_state=base_state)
   return run_stage(
       "stage2", exp.stage2_dir, cfg.epochs, state,
-      _epoch_fn(ctx, step, training.group_indices(exp.code.k, cfg.batch_size),
-                {"images": ds.train.image, **arrays}),
+      _epoch_fn(ctx, step, indices, {"images": ds.train.image, **arrays}),
       lambda s: _coded_validation(exp, base_state, s, val_outputs), ctx,
-      examples_per_step=cfg.batch_size, key=key)
+      steps_per_epoch=steps_per_epoch, examples_per_step=cfg.batch_size,
+      key=key)
 
 
 def run_stage(stage, directory, epochs, state, epoch_fn, validate, ctx, *,
-              examples_per_step, key) -> training.TrainState:
-  """Runs `epoch_fn` from the last checkpoint in `directory` to `epochs`."""
+              steps_per_epoch, examples_per_step, key) -> training.TrainState:
+  """Runs `epoch_fn` from the last checkpoint in `directory` to `epochs`.
+
+  `epoch_fn(state, key_e, start=, stop=, progress=) -> (state, losses_S)`
+  runs steps `start` to `stop` of epoch e (`training.epoch`); the config's
+  `checkpoint_every_steps` splits an epoch into such parts, each but the
+  last followed by a mid-epoch checkpoint (see the module docstring).
+  """
+  every = ctx.config.get("checkpoint_every_steps", 0) or steps_per_epoch
   ckpt = checkpoints.Checkpointer(directory)
+  mid = (checkpoints.Checkpointer(os.path.join(directory, MID_EPOCH_DIR))
+         if every < steps_per_epoch else None)
   start = 0
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state, fallback=True)
     start = meta["epoch"]
-    logs.info(f"[{stage}] resuming from epoch {start} ({directory})")
+  resumed = _restore_mid_epoch(mid, state, start, steps_per_epoch)
+  if resumed:
+    start, first, state, done_S = resumed
+    logs.info(f"[{stage}] resuming from epoch {start}, step {first} "
+              f"({directory})")
+  else:
+    first, done_S = 0, np.zeros(0, np.float32)
+    if start:
+      logs.info(f"[{stage}] resuming from epoch {start} ({directory})")
   ctx.writer.resume(stage, start)
   state = ctx.place(state)
   last_save = stage_began = time.monotonic()
   trained = 0
   for e in range(start, epochs):
     began = time.perf_counter()
-    state, loss_S = epoch_fn(state, jax.random.fold_in(key, e))
-    loss = float(jnp.mean(loss_S))
+    key_e = jax.random.fold_in(key, e)
+    progress = logs.Progress(steps_per_epoch, examples_per_step, first)
+    losses, s = [jnp.asarray(done_S)], first
+    while s < steps_per_epoch:
+      stop = min((s // every + 1) * every, steps_per_epoch)
+      state, loss_S = epoch_fn(state, key_e, start=s, stop=stop,
+                               progress=progress)
+      losses.append(loss_S.astype(jnp.float32))
+      s = stop
+      if s < steps_per_epoch:
+        _save_mid_epoch(mid, e, s, state, jnp.concatenate(losses),
+                        steps_per_epoch)
+        progress(s)  # a scanned part reports only here
+    loss = float(jnp.mean(jnp.concatenate(losses)))
     seconds = time.perf_counter() - began
     if not np.isfinite(loss):
       raise FloatingPointError(
           f"[{stage}] loss became {loss} in epoch {e + 1}; lower the "
           "learning rate or check the inputs")
-    examples = loss_S.shape[0] * examples_per_step
+    examples = (steps_per_epoch - first) * examples_per_step
     trained += examples
+    first, done_S = 0, np.zeros(0, np.float32)
     record = {"stage": stage, "epoch": e + 1, "loss": loss,
               "seconds": seconds, "examples_per_sec": examples / seconds}
     done = e + 1 == epochs
@@ -211,7 +264,33 @@ def run_stage(stage, directory, epochs, state, epoch_fn, validate, ctx, *,
     ctx.writer.write({"stage": stage, "summary": True, "epochs": epochs - start,
                   "seconds": seconds, "examples_per_sec": trained / seconds})
   ckpt.close()
+  if mid is not None:
+    mid.close()
+    if jax.process_index() == 0:  # the stage's last checkpoint is later
+      shutil.rmtree(mid.directory, ignore_errors=True)
   return state
+
+
+def _save_mid_epoch(mid, epoch, step, state, losses_S, steps_per_epoch):
+  """Checkpoint `epoch * steps_per_epoch + step`: the state after `step`
+  steps of epoch `epoch` (0-based) and their losses (zero-padded)."""
+  padded = jnp.zeros(steps_per_epoch, jnp.float32).at[:step].set(losses_S)
+  mid.save(epoch * steps_per_epoch + step, {"state": state, "losses": padded},
+           {"epoch": epoch, "step": step})
+
+
+def _restore_mid_epoch(mid, state, start, steps_per_epoch):
+  """`(epoch, step, state, losses_S)` of the latest mid-epoch checkpoint
+  after epoch `start` ends, or None."""
+  if mid is None or (mid.latest_step() or 0) <= start * steps_per_epoch:
+    return None
+  saved, meta = mid.restore(
+      {"state": state, "losses": np.zeros(steps_per_epoch, np.float32)},
+      fallback=True)
+  if meta["epoch"] < start:
+    return None
+  return (meta["epoch"], meta["step"], saved["state"],
+          saved["losses"][:meta["step"]])
 
 
 def _format_record(record, epochs):

@@ -98,25 +98,39 @@ def scheduled_step(build_step, opt, schedule: str, warmup_epochs: int,
                    epochs: int):
   """`build_step(opt)`, with `opt` following `schedule` over `epochs`.
 
-  The steps per epoch are known only from the data: the step reads them at
+  The schedule's length in steps needs the steps per epoch:
+  `with_epoch_steps(step, steps_per_epoch)` gives them (as `jaxcc.stages`
+  does, for either input pipeline). Without them the step reads them at
   trace time as `len(images) // idx.size` (the examples one step takes, as
-  in `data.epoch_groups`), so it needs the whole training set (`epoch`, not
-  a streamed epoch, whose steps see one batch). The optimiser state is
-  `opt`'s.
+  in `data.epoch_groups`), which needs the whole training set in each step
+  (`epoch`, not a streamed epoch, whose steps see one batch). The optimiser
+  state is `opt`'s.
   """
   check_schedule(schedule)
   if schedule == "constant":
     return build_step(opt)
 
+  def for_epoch_steps(steps_per_epoch):
+    return build_step(scheduled(opt, lr_schedule(
+        schedule, warmup_epochs * steps_per_epoch, epochs * steps_per_epoch)))
+
   def step(state, idx, images, **arrays):
     if images.shape[0] == idx.size:
       raise ValueError(f"parity.schedule={schedule!r} needs the whole "
-                       "training set in each step (input_pipeline=memory)")
-    per_epoch = images.shape[0] // idx.size
-    factor = lr_schedule(schedule, warmup_epochs * per_epoch,
-                         epochs * per_epoch)
-    return build_step(scheduled(opt, factor))(state, idx, images, **arrays)
+                       "training set in each step, or the steps per epoch "
+                       "(training.with_epoch_steps)")
+    return for_epoch_steps(images.shape[0] // idx.size)(state, idx, images,
+                                                        **arrays)
+  step.for_epoch_steps = for_epoch_steps
   return step
+
+
+def with_epoch_steps(step, steps_per_epoch: int):
+  """`step` of `scheduled_step` with its schedule spanning epochs of
+  `steps_per_epoch` steps, whatever the step's inputs; a step without a
+  schedule as it is."""
+  fixed = getattr(step, "for_epoch_steps", None)
+  return step if fixed is None else fixed(steps_per_epoch)
 
 
 def normalizer(mean, std) -> Callable:
@@ -280,38 +294,76 @@ def group_indices(k: int, groups_per_batch: int):
                                                      groups_per_batch)
 
 
+def epoch_steps(indices, num_examples: int) -> int:
+  """The steps of an epoch of `indices(key, num_examples)`."""
+  return jax.eval_shape(lambda key: indices(key, num_examples),
+                        jax.random.PRNGKey(0)).shape[0]
+
+
 def epoch(step, indices, loop: EpochLoop = EpochLoop.AUTO):
-  """`epoch(state, key, images=..., **arrays) -> (state, losses_S)`.
+  """`epoch(state, key, *, start=0, stop=None, progress=None, images=...,
+  **arrays) -> (state, losses_S)`.
 
   `indices(key, num_examples)` gives the `(steps, batch...)` indices of one
-  epoch; `step(state, indices, images, **arrays) -> (state, loss)`. The state
-  is donated. `loop` picks how the steps run (see `EpochLoop`); AUTO decides
-  at the first call from the step's computation.
+  epoch; `step(state, indices, images, **arrays) -> (state, loss)`. A call
+  runs the epoch's steps `start` to `stop` (default: all), so that a stage
+  can stop inside an epoch to checkpoint and resume there. The state is
+  donated. `loop` picks how the steps run (see `EpochLoop`); AUTO decides at
+  the first call from the step's computation. A STEPS loop runs at most two
+  steps ahead of the device and calls `progress(steps done in the epoch)`
+  (`logs.Progress`) after each; a scanned run is one XLA call, so it can
+  report nothing before its end.
   """
   jitted_step = jax.jit(step, donate_argnums=0)
   jitted_indices = jax.jit(indices, static_argnums=1)
 
   @functools.partial(jax.jit, donate_argnums=0)
-  def scanned(state, key, **arrays):
-    return jax.lax.scan(functools.partial(step, **arrays), state,
-                        indices(key, arrays["images"].shape[0]))
+  def scanned(state, idx_S, **arrays):
+    return jax.lax.scan(functools.partial(step, **arrays), state, idx_S)
 
-  def looped(state, key, **arrays):
-    losses_S = []
-    for idx in jitted_indices(key, arrays["images"].shape[0]):
-      state, loss = jitted_step(state, idx, **arrays)
-      losses_S.append(loss)
+  def looped(state, idx_S, progress, start, **arrays):
+    state, losses_S = run_ahead(
+        lambda state, idx: jitted_step(state, idx, **arrays), state, idx_S,
+        progress, start)
     return state, jnp.stack(losses_S)
 
   chosen = []
 
-  def run(state, key, **arrays):
+  def run(state, key, *, start=0, stop=None, progress=None, **arrays):
+    idx_S = jitted_indices(key, arrays["images"].shape[0])
+    idx_S = idx_S[epoch_slice(len(idx_S), start, stop)]
     if not chosen:
-      mode = resolve_loop(loop, step, indices, state, key, arrays)
-      chosen.append(scanned if mode is EpochLoop.SCAN else looped)
-    return chosen[0](state, key, **arrays)
-  run.scanned, run.looped = scanned, looped
+      chosen.append(resolve_loop(loop, step, indices, state, key, arrays))
+    if chosen[0] is EpochLoop.SCAN:
+      return scanned(state, idx_S, **arrays)
+    return looped(state, idx_S, progress, start, **arrays)
+  run.scanned = scanned
   return run
+
+
+def epoch_slice(steps: int, start: int, stop: Optional[int]) -> slice:
+  """Steps `start` to `stop` (None: the end) of an epoch of `steps`."""
+  stop = steps if stop is None else stop
+  if not 0 <= start < stop <= steps:
+    raise ValueError(f"steps {start} to {stop} are not a part of an epoch of "
+                     f"{steps} steps")
+  return slice(start, stop)
+
+
+def run_ahead(run_one, state, items, progress=None, done: int = 0):
+  """`state, loss = run_one(state, item)` over `items`, at most two items
+  ahead of the device; `progress(done + steps finished)` follows each
+  finished item (a loss of shape () is one step, of shape (S,) S steps).
+  Returns the state and the list of losses."""
+  losses = []
+  for item in items:
+    state, loss = run_one(state, item)
+    losses.append(loss)
+    if len(losses) > 2:
+      done += np.size(losses[-3].block_until_ready())
+      if progress is not None:
+        progress(done)
+  return state, losses
 
 
 def resolve_loop(loop: EpochLoop, step, indices, state, key,
@@ -330,8 +382,9 @@ def resolve_loop(loop: EpochLoop, step, indices, state, key,
 
 
 def streamed_epoch(step, index_shape: tuple, loop: EpochLoop):
-  """`epoch(state, chunks, *, progress=None, **constants) -> (state,
-  losses_S)` over batches gathered outside the step (`jaxcc.pipeline`).
+  """`epoch(state, chunks, *, progress=None, start=0, **constants) ->
+  (state, losses_S)` over batches gathered outside the step
+  (`jaxcc.pipeline`).
 
   Each chunk is a dict of `(S, R, ...)` arrays: S steps of R =
   prod(`index_shape`) rows, which the step reads in order through `idx =
@@ -339,9 +392,9 @@ def streamed_epoch(step, index_shape: tuple, loop: EpochLoop):
   `constants` are the arrays every step reads whole (e.g. `base_vars`).
   `loop` (resolved: SCAN or STEPS) runs a chunk as one `lax.scan` or as
   straight-line steps, for chunks of one step (see `EpochLoop`). The state
-  is donated. At most two chunks run ahead of the device (so that chunks
-  are not queued without bound); `progress(steps done)`, if given, follows
-  each.
+  is donated. At most two chunks run ahead of the device (`run_ahead`), and
+  `progress(start + steps done)`, if given, follows each; `start` is the
+  epoch's step of the first chunk.
   """
   if loop is EpochLoop.AUTO:
     raise ValueError("streamed_epoch needs a resolved loop (resolve_loop)")
@@ -359,15 +412,10 @@ def streamed_epoch(step, index_shape: tuple, loop: EpochLoop):
       losses_S.append(loss)
     return state, jnp.stack(losses_S)
 
-  def run(state, chunks, *, progress=None, **constants):
-    losses, done = [], 0
-    for chunk in chunks:
-      state, loss_S = run_chunk(state, chunk, constants)
-      losses.append(loss_S)
-      if len(losses) > 2:
-        done += len(losses[-3].block_until_ready())
-        if progress:
-          progress(done)
+  def run(state, chunks, *, progress=None, start=0, **constants):
+    state, losses = run_ahead(
+        lambda state, chunk: run_chunk(state, chunk, constants), state,
+        chunks, progress, start)
     if not losses:
       raise ValueError("streamed_epoch got no batches")
     return state, jnp.concatenate(losses)

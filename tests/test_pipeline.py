@@ -159,8 +159,7 @@ def test_pipeline_epoch_keeps_training_epochs_contract(loop):
   np.testing.assert_allclose(stream_state, memory_state, rtol=1e-6)
 
 
-def test_progress_reports_steps_done_and_logs_at_most_every_interval(
-    monkeypatch):
+def test_streamed_epochs_report_the_steps_done():
   arrays, indices = _arrays(), training.batch_indices(4)
   streamed = training.streamed_epoch(_toy_step, (4, 1),
                                      training.EpochLoop.STEPS)
@@ -168,19 +167,28 @@ def test_progress_reports_steps_done_and_logs_at_most_every_interval(
   chunks = pipeline.epoch_batches(
       arrays, np.asarray(indices(jax.random.PRNGKey(0), _N))[:, :, None],
       steps_per_chunk=3)
-  streamed(jnp.zeros((16, 3)), chunks, progress=reported.append,
+  streamed(jnp.zeros((16, 3)), chunks, progress=reported.append, start=2,
            scale=jnp.float32(1))
-  steps = _N // 4  # 25: 9 chunks, the last of one step
-  assert reported == list(range(3, 22, 3))  # two chunks still running
-  messages = []
-  monkeypatch.setattr(pipeline.logs, "info", messages.append)
-  pipeline.Progress(steps, 4, every_secs=1000)(5)
-  assert not messages
-  every_time = pipeline.Progress(steps, 4, every_secs=0)
-  every_time(5)
-  every_time(steps)  # the epoch's own line follows; no progress line
-  assert len(messages) == 1 and messages[0].startswith(f"  step 5/{steps}:")
-  assert "examples/s" in messages[0] and "s left" in messages[0]
+  # 25 steps: 9 chunks, the last of one step; two chunks still running
+  assert reported == [2 + done for done in range(3, 22, 3)]
+
+
+def test_a_part_of_an_epoch_continues_where_the_first_part_stopped():
+  arrays, indices = _arrays(), training.group_indices(2, 4)
+  for loop in (training.EpochLoop.SCAN, training.EpochLoop.STEPS):
+    for run in (training.epoch(_toy_step, indices, loop),
+                pipeline.epoch(_toy_step, indices, arrays, loop)):
+      given = jax.device_put(arrays) if hasattr(run, "scanned") else {}
+      key, scale = jax.random.PRNGKey(4), jnp.float32(0.5)
+      whole, whole_S = run(jnp.zeros((16, 3)), key, scale=scale, **given)
+      half, first_S = run(jnp.zeros((16, 3)), key, stop=5, scale=scale,
+                          **given)
+      half, rest_S = run(half, key, start=5, scale=scale, **given)
+      np.testing.assert_array_equal(np.concatenate([first_S, rest_S]),
+                                    whole_S)
+      np.testing.assert_array_equal(half, whole)
+      with pytest.raises(ValueError, match="not a part of an epoch"):
+        run(half, key, start=5, stop=5, scale=scale, **given)
 
 
 def test_device_batches_assemble_the_global_batch_on_a_mesh():

@@ -14,6 +14,7 @@ import pytest
 
 import jaxcc
 from jaxcc import data
+from jaxcc import logs
 from jaxcc import models
 from jaxcc import tasks
 from jaxcc import training
@@ -387,3 +388,31 @@ def test_train_py_takes_a_module_defined_here(tmp_path):
   assert results["model"] == "test_protect:_BatchNormNet"
   assert results["available_accuracy"] > 0.5  # trained, on real digits
   assert results["degraded_accuracy"] > 2 * results["default_accuracy"]
+
+
+class _TinyConv(nn.Module):
+  """One convolution: `training.epoch` steps it one by one on the CPU."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(2, (3, 3))(x)
+    return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+@pytest.mark.slow
+def test_progress_lines_inside_epochs_only_when_asked(monkeypatch):
+  lines = []
+  monkeypatch.setattr(logs, "PROGRESS_SECS", 0.0)
+  monkeypatch.setattr(logs, "info", lines.append)
+  module = _TinyConv()
+  for progress in (False, True):
+    lines.clear()
+    jaxcc.fit_parity_models(module, _init(module), _images(32),
+                            jaxcc.codes.summation(2),
+                            key=jax.random.PRNGKey(0), epochs=1,
+                            batch_size=2, preprocess=_preprocess,
+                            progress=progress)
+    steps = [l for l in lines if l.startswith("  step ")]
+    # 8 steps: steps 1 to 6 finish while two run ahead
+    assert len(steps) == 6 * progress, lines
+  assert steps[0].startswith("  step 1/8:")
