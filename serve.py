@@ -5,10 +5,15 @@
   python serve.py --backend ray --demo 200    # the same on Ray Serve
   python serve.py                             # serve until interrupted
   python serve.py --faults                    # ... with the config's faults
+  python serve.py --config \
+      configs/serving.py:code=berrut,berrut.systematic=false
+      # F under ApproxIFER's Berrut code: k + r instances of F, all decoded
 
 The models come from `workdirs[k]` of the serving config, the timeouts from
 its other fields (see configs/serving.py); its faults are injected only with
-`--faults`. Query it with `jaxcc.serving.Client("http://127.0.0.1:8000")
+`--faults`. With `code=berrut` (and `berrut.systematic`) in the config it
+serves the workdir's F under a Berrut code instead of its parity models.
+Query it with `jaxcc.serving.Client("http://127.0.0.1:8000")
 .predict(x)`, where x is a uint8 28x28x1 image (or a batch of them), or load
 it with `loadgen.py`. SIGINT or SIGTERM drains: no new connections, queries
 in progress are answered, then the workers stop.
@@ -21,6 +26,7 @@ network you trust.
 
 import asyncio
 import collections
+import concurrent.futures
 import signal
 import time
 
@@ -47,10 +53,16 @@ _NUM_BASE = flags.DEFINE_integer("num_base", 2, "Base-model instances (a "
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 64, "Most examples in one "
                                   "query; every batch bucket up to it is "
                                   "compiled at start.")
+_MODE = flags.DEFINE_enum("mode", "parm", ["parm", "none"], "parm: coded "
+                          "(num_base / k redundant instances); none: no "
+                          "redundancy.")
 _FAULTS = flags.DEFINE_bool("faults", False, "Inject the config's faults "
                             "(slowdowns, crashes, drops): for demos only.")
 _DRAIN_S = flags.DEFINE_float("drain_s", 30.0, "On shutdown, how long "
                               "queries in progress may take to finish.")
+_CODING = flags.DEFINE_enum("coding", "thread", ["thread", "inline"],
+                            "Encode and decode in a thread, off the event "
+                            "loop, or inline on it.")
 _DEMO = flags.DEFINE_integer("demo", 0, "Send this many test digits over "
                              "HTTP, print a summary and exit (0: serve on).")
 
@@ -59,13 +71,14 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config, k = _CONFIG.value, _K.value
-  served, dataset = serving.from_workdir(config.workdirs[str(k)])
+  served, dataset = serving.served_system(config, k)
   if _BACKEND.value == "local":
     asyncio.run(_serve_local(config, served, dataset))
     return
   from jaxcc.serving import ray_backend  # pylint: disable=g-import-not-at-top
   url = ray_backend.run(ray_backend.application(
-      served, num_base=_NUM_BASE.value, num_parity=_NUM_BASE.value // k,
+      served, num_base=_NUM_BASE.value,
+      num_parity=_NUM_BASE.value // k if _MODE.value == "parm" else 0,
       group_timeout_s=_seconds(config.group_timeout_ms),
       deadline_s=_seconds(config.deadline_ms), max_batch=_MAX_BATCH.value),
                         host=_HOST.value, port=_PORT.value)
@@ -95,20 +108,28 @@ async def _serve_local(config, served, dataset):
                                           intervals=intervals, seed=seed,
                                           **options)
 
+  executor = (concurrent.futures.ThreadPoolExecutor(1, "coding")
+              if _CODING.value == "thread" else None)
   system = await serving.build_system(
-      served, make_pool, mode="parm", k=served.code.k,
+      served, make_pool, mode=_MODE.value, k=served.code.k,
       num_base=_NUM_BASE.value, faults=injected, seed=config.seed,
       horizon_s=3600.0, input_shape=served.input_shape,
       group_timeout_s=_seconds(config.group_timeout_ms),
-      deadline_s=_seconds(config.deadline_ms), max_batch=_MAX_BATCH.value)
-  frontend, (base, parity) = system.frontend, system.pools
+      deadline_s=_seconds(config.deadline_ms), max_batch=_MAX_BATCH.value,
+      executor=executor)
+  frontend, pools = system.frontend, system.pools
 
   async def predict(x_B):
     return await frontend.predict(served.preprocess(x_B))
 
   def stats():
-    return dict(frontend.counts, base=base.stats(), parity=parity.stats(),
-                http=server.stats())
+    return dict(frontend.counts, base=pools[0].stats(),
+                parity=pools[1].stats() if len(pools) > 1 else None,
+                http=server.stats(),
+                code=served.code.name if _MODE.value == "parm" else None,
+                coding=_CODING.value, cpu_s=time.process_time(),
+                encode_us=_median(frontend.encode_us),
+                decode_us=_median(frontend.decode_us))
 
   endpoint = serving.Endpoint(predict, served.input_shape, served.input_dtype,
                               stats, max_batch=_MAX_BATCH.value)
@@ -128,6 +149,12 @@ async def _serve_local(config, served, dataset):
   finally:
     server.close()
     await system.close()
+    if executor is not None:
+      executor.shutdown()
+
+
+def _median(values):
+  return float(np.median(values[-10000:])) if values else None
 
 
 def _run_client(url, dataset):

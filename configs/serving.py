@@ -25,6 +25,12 @@ loads=0.2+0.35+0.5+0.65+0.8+0.9,ks=2,num_queries=20000,\
 modes=none+equal-resources+hedged+parm+parm-hedged+adaptive,\
 faults.rate=1,faults.duration_s=0.02 --outdir runs/serving/sweep-k2
 
+ApproxIFER's non-systematic Berrut code on the same F (no parity models;
+"parm" then means: coded with this code):
+
+  python serve.py --config configs/serving.py:code=berrut,\
+berrut.systematic=false --demo 200
+
 Lists (`modes`, `ks`, `loads`) are separated by "+". Measured results:
 docs/SERVING.md.
 """
@@ -43,6 +49,15 @@ def get_config(arg: str = ""):
   c.workdirs = ml_collections.ConfigDict({
       "2": "runs/serve-mnist", "3": "runs/serve-mnist-k3",
       "4": "runs/serve-mnist-k4"})
+  # The code: "" serves each workdir's parity models with the code they were
+  # trained for (ParM); "berrut" serves the workdir's F under a Berrut code
+  # with r parities, F computing every coded query (berrut.systematic=false:
+  # ApproxIFER's code, all k + r workers on coded queries, every answer
+  # decoded).
+  c.code = ""
+  c.r = 1
+  c.berrut = ml_collections.ConfigDict()
+  c.berrut.systematic = True
   c.num_base = 12  # m, base-model instances (a multiple of every k)
   c.rate = 200.0  # Poisson arrivals per second
   c.num_queries = 4000
@@ -59,6 +74,9 @@ def get_config(arg: str = ""):
   # Utilisation sweep (backend=sim): loads as fractions of the base pool's
   # capacity, e.g. 0.2+0.35+0.5+0.65+0.8+0.9; empty: the fixed-rate run.
   c.loads = ""
+  # Sweep: offline accuracies "A_a+A_d+default" (e.g. 0.918+0.845+0.1 from
+  # eval.json) turn the answers' sources into a served accuracy; "": none.
+  c.source_accuracy = ""
   c.calibration_queries = 1000  # local: fault-free queries timing instances
   c.service_times = ""  # sim: service_times.json of a local run (sweep:
   # empty draws synthetic ones, jaxcc.serving._sweep.synthetic_service_times)

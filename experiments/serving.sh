@@ -12,7 +12,10 @@
 #   7. the utilisation sweep, simulated (every policy at six loads from 20 to
 #      90 %, 3 seeds; k = 2 with 20k queries per run, k = 3, 4 with 10k;
 #      synthetic service times, so it needs none of the steps above; about
-#      20 minutes).
+#      20 minutes);
+#   8. capacity (highest rate with p99 <= 50 ms; local and Ray Serve, with
+#      and without ParM) and coding off the event loop (inline against a
+#      thread, through HTTP and in-process): about 20 minutes.
 #   bash experiments/serving.sh
 set -euo pipefail
 python train.py --config configs/parity.py --workdir runs/serve-mnist
@@ -80,3 +83,14 @@ python serve_bench.py --config "configs/serving.py:$sweep,loads=0.2+0.35+0.5+0.6
   --outdir runs/serving/sweep-k2
 python serve_bench.py --config "configs/serving.py:$sweep,loads=0.2+0.35+0.5+0.65+0.8+0.9,ks=3+4,num_queries=10000,modes=equal-resources+hedged+parm+parm-hedged+adaptive" \
   --outdir runs/serving/sweep-k34
+# 8. capacity and the frontend's cost (docs/SERVING.md, "Capacity and the
+#    frontend's cost").
+python experiments/capacity.py --workdir runs/serve-mnist --configs local:none,local:parm \
+  --start_rate 20 --growth 1.5 --bisections 2 --duration_s 15 --out runs/capacity/local
+python experiments/capacity.py --workdir runs/serve-mnist --configs ray:none,ray:parm \
+  --start_rate 20 --growth 1.5 --bisections 2 --duration_s 15 --out runs/capacity/ray
+python experiments/capacity.py --workdir runs/serve-mnist \
+  --configs local:parm:inline,local:parm:thread --repeats 2 --rates 150 \
+  --duration_s 15 --out runs/capacity/coding
+python experiments/capacity.py --in_process --rates 100,300 --repeats 2 \
+  --queries 2000 --out runs/capacity/in-process

@@ -1,7 +1,6 @@
 """The HTTP endpoint: answers, and clear 4xx errors that disturb nobody."""
 
 import asyncio
-import io
 import json
 import socket
 import threading
@@ -10,27 +9,11 @@ import time
 import numpy as np
 import pytest
 
+import _serving_fakes as fakes
 import jaxcc
 from jaxcc import serving
 
 _SHAPE = (2, 3)
-_W = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
-
-
-class _Instance:
-  alive = True
-
-  def call(self, x_B, delay_s):
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-    loop.call_later(1e-3, future.set_result, x_B.reshape(len(x_B), -1) @ _W)
-    return future
-
-
-def _npy(array):
-  buffer = io.BytesIO()
-  np.save(buffer, array)
-  return buffer.getvalue()
 
 
 def _post(body, content_type, extra=""):
@@ -40,11 +23,11 @@ def _post(body, content_type, extra=""):
 
 _IMAGE = np.arange(6, dtype=np.uint8).reshape(_SHAPE)
 _BAD = [  # (raw request, expected status, expected words in the error)
-    (_post(_npy(np.zeros((3, 3), np.uint8)), "application/x-npy"), 400,
+    (_post(fakes.npy(np.zeros((3, 3), np.uint8)), "application/x-npy"), 400,
      "expected shape"),
-    (_post(_npy(np.zeros(_SHAPE, np.float32)), "application/x-npy"), 400,
+    (_post(fakes.npy(np.zeros(_SHAPE, np.float32)), "application/x-npy"), 400,
      "expected dtype uint8"),
-    (_post(_npy(np.zeros((9,) + _SHAPE, np.uint8)), "application/x-npy"),
+    (_post(fakes.npy(np.zeros((9,) + _SHAPE, np.uint8)), "application/x-npy"),
      400, "B <= 8"),
     (_post(b"\x93NUMPY garbage", "application/x-npy"), 400, "not a .npy"),
     (_post(b"{not json", "application/json"), 400, "must be JSON"),
@@ -96,9 +79,10 @@ def _good_client(url, images):
 
 def test_bad_requests_get_4xx_and_do_not_disturb_other_queries():
   frontend = serving.Frontend(
-      serving.SharedQueuePool([_Instance(), _Instance()]), np.zeros(4),
+      serving.SharedQueuePool([fakes.Instance(), fakes.Instance()]),
+      np.zeros(4),
       code=jaxcc.codes.summation(2),
-      parity_pools=[serving.SharedQueuePool([_Instance()])],
+      parity_pools=[serving.SharedQueuePool([fakes.Instance()])],
       group_timeout_s=0.01)
   rng = np.random.default_rng(1)
   images = [rng.integers(0, 256, size=_SHAPE, dtype=np.uint8)
@@ -122,7 +106,7 @@ def test_bad_requests_get_4xx_and_do_not_disturb_other_queries():
   (answers, stats), *bad = asyncio.run(scenario())
   for image, answer in zip(images, answers):
     np.testing.assert_allclose(answer["outputs"][0],
-                               image.reshape(-1).astype(np.float32) @ _W,
+                               image.reshape(-1).astype(np.float32) @ fakes.W,
                                rtol=1e-4, atol=1e-3)
     assert answer["source"] in serving.SOURCES
   for (raw, status, words), (got, answer) in zip(_BAD, bad):
@@ -134,27 +118,14 @@ def test_json_batch_and_single_example_shapes():
   endpoint = serving.Endpoint(None, _SHAPE, np.uint8, dict, max_batch=4)
   single = endpoint.parse(json.dumps({"inputs": _IMAGE.tolist()}).encode(),
                           "application/json")
-  batch = endpoint.parse(_npy(np.stack([_IMAGE] * 3)), "application/x-npy")
+  batch = endpoint.parse(fakes.npy(np.stack([_IMAGE] * 3)), "application/x-npy")
   assert single.shape == (1,) + _SHAPE and single.dtype == np.uint8
   assert batch.shape == (3,) + _SHAPE
 
 
-class _SlowInstance(_Instance):
-  """Answers after `service_s`."""
-
-  def __init__(self, service_s):
-    self.service_s = service_s
-
-  def call(self, x_B, delay_s):
-    future = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().call_later(
-        self.service_s, future.set_result, x_B.reshape(len(x_B), -1) @ _W)
-    return future
-
-
 def _endpoint(service_s=1e-3, max_batch=8, endpoint_class=serving.Endpoint):
   frontend = serving.Frontend(
-      serving.SharedQueuePool([_SlowInstance(service_s)] * 4), np.zeros(4))
+      serving.SharedQueuePool([fakes.Instance(service_s)] * 4), np.zeros(4))
   return endpoint_class(lambda x: frontend.predict(x.astype(np.float32)),
                         _SHAPE, np.uint8, lambda: dict(frontend.counts),
                         max_batch=max_batch)
@@ -172,7 +143,7 @@ async def _read_answer(reader):
   return int(line.split()[1]), json.loads(await reader.readexactly(length))
 
 
-_GOOD = _post(_npy(_IMAGE), "application/x-npy")
+_GOOD = _post(fakes.npy(_IMAGE), "application/x-npy")
 
 
 @pytest.mark.parametrize("partial", [

@@ -1,35 +1,14 @@
 """The load generator against the in-process HTTP server (fast)."""
 
 import asyncio
-import io
 
 import numpy as np
 import pytest
 
+import _serving_fakes as fakes
 from jaxcc import serving
 from jaxcc.serving import _loadgen
 
-_W = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
-
-
-class _Instance:
-  """Answers `x @ W` after `service_s`, one request at a time."""
-  alive = True
-
-  def __init__(self, service_s):
-    self.service_s = service_s
-
-  def call(self, x_B, delay_s):
-    future = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().call_later(
-        self.service_s, future.set_result, x_B.reshape(len(x_B), -1) @ _W)
-    return future
-
-
-def _npy(x):
-  buffer = io.BytesIO()
-  np.save(buffer, x)
-  return buffer.getvalue()
 
 
 def _load(service_s, num_instances=2, max_connections=256, **load):
@@ -39,14 +18,14 @@ def _load(service_s, num_instances=2, max_connections=256, **load):
 
   async def scenario():
     frontend = serving.Frontend(serving.SharedQueuePool(
-        [_Instance(service_s) for _ in range(num_instances)]), np.zeros(4))
+        [fakes.Instance(service_s) for _ in range(num_instances)]), np.zeros(4))
     endpoint = serving.Endpoint(frontend.predict, (6,), np.float32,
                                 lambda: dict(frontend.counts))
     server = await serving.serve_http(endpoint,
                                       max_connections=max_connections)
     try:
       return await _loadgen.run(f"http://127.0.0.1:{server.port}",
-                                [_npy(x) for x in inputs], **load)
+                                [fakes.npy(x) for x in inputs], **load)
     finally:
       server.close()
 
@@ -57,7 +36,7 @@ def test_answers_latency_summary_and_histogram():
   inputs, result = _load(1e-3, rate=400.0, num_requests=200, connections=8)
   assert result.outcomes == ["200"] * 200
   for i, answer in enumerate(result.answers):
-    np.testing.assert_allclose(answer["outputs"], inputs[i % 10] @ _W,
+    np.testing.assert_allclose(answer["outputs"], inputs[i % 10] @ fakes.W,
                                rtol=1e-5, atol=1e-5)
   summary = _loadgen.summary(result)
   assert (summary["requests"], summary["ok"], summary["errors"]) == (200, 200,

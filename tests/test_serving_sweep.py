@@ -187,7 +187,7 @@ def test_sweep_writes_results_plot_and_table(tmp_path):
   from configs import serving as serving_config  # pylint: disable=g-import-not-at-top
   config = serving_config.get_config(
       "backend=sim,loads=0.3+0.8,ks=2,num_base=2,num_queries=300,"
-      "modes=none+hedged+parm+adaptive")
+      "modes=none+hedged+parm+adaptive,source_accuracy=0.9+0.8+0.1")
   results = serving.run_sweep(config, str(tmp_path))
   saved = json.loads((tmp_path / "results.json").read_text())
   assert saved["runs"] == json.loads(json.dumps(results["runs"]))
@@ -200,10 +200,24 @@ def test_sweep_writes_results_plot_and_table(tmp_path):
   assert parm["sent"] == pytest.approx(1.5, abs=0.01)
   assert rows[("none", 0.8)]["requests_per_query"]["sent"] == 1.0
   assert rows[("hedged", 0.8)]["requests_per_query"]["hedges"] > 0
+  for row in saved["runs"]:  # Served accuracy from the answers' sources.
+    served = row["served"]
+    assert sum(served.values()) == pytest.approx(1.0)
+    assert served["reconstruction"] == row["counts"]["reconstruction"] / 300
+    assert row["served_accuracy"] == pytest.approx(
+        0.9 * served["original"] + 0.8 * served["reconstruction"]
+        + 0.1 * served["default"])
+  assert rows[("none", 0.3)]["served"]["reconstruction"] == 0
+  assert rows[("parm", 0.3)]["served"]["reconstruction"] > 0
   table = serving.sweep_table(results["runs"]).splitlines()
   for load in ("30%", "80%"):  # The best p99.9 of each load in bold.
     assert any("**" in line for line in table if f"| {load} |" in line)
   assert any(line.startswith("| 2 | 30% | adaptive | 3 serving both |")
+             for line in table)
+  coded = rows[("parm", 0.3)]
+  assert any(line.startswith("| 2 | 30% | parm |") and
+             f"| {100 * coded['served']['original']:.1f}% / " in line and
+             f"| {100 * coded['served_accuracy']:.2f}% |" in line
              for line in table)
   pivot = serving.sweep_pivot(results["runs"]).splitlines()
   assert pivot[0] == ("| k | load | none | hedged | parm | adaptive | "
@@ -215,6 +229,18 @@ def test_sweep_writes_results_plot_and_table(tmp_path):
       f"{v:.2f}" for v in p999.values()) + f" | {ratio:.2f} |")
 
 
+def test_served_accuracy_weights_each_source_by_its_accuracy():
+  from configs import serving as serving_config  # pylint: disable=g-import-not-at-top
+  from jaxcc.serving import _sweep  # pylint: disable=g-import-not-at-top
+  accuracy = _sweep.source_accuracy(
+      serving_config.get_config("source_accuracy=0.9+0.8+0.1"))
+  assert accuracy == {"original": 0.9, "reconstruction": 0.8, "default": 0.1}
+  served = {"original": 0.5, "reconstruction": 0.3, "default": 0.2}
+  assert _sweep.implied_accuracy(served, accuracy) == pytest.approx(
+      0.45 + 0.24 + 0.02)
+  assert _sweep.implied_accuracy(served, None) is None
+
+
 def test_sweep_and_shared_modes_need_the_simulator(tmp_path):
   from configs import serving as serving_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="backend=sim only"):
@@ -222,6 +248,9 @@ def test_sweep_and_shared_modes_need_the_simulator(tmp_path):
                            str(tmp_path))
   with pytest.raises(ValueError, match="simulated"):
     serving.run_sweep(serving_config.get_config("loads=0.5"), str(tmp_path))
+  with pytest.raises(ValueError, match="source_accuracy must be"):
+    serving.run_sweep(serving_config.get_config(
+        "backend=sim,loads=0.5,source_accuracy=0.9+0.8"), str(tmp_path))
   with pytest.raises(ValueError, match="loads must lie"):
     serving.run_sweep(serving_config.get_config("backend=sim,loads=0.5+1.2"),
                       str(tmp_path))

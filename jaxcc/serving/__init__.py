@@ -8,6 +8,7 @@ from jaxcc.serving._adaptive import Adaptive
 from jaxcc.serving._bench import System
 from jaxcc.serving._bench import build_system
 from jaxcc.serving._experiment import run as run_experiment
+from jaxcc.serving._experiment import served_system
 from jaxcc.serving._experiment import table as experiment_table
 from jaxcc.serving._faults import Faults
 from jaxcc.serving._faults import Injector
@@ -30,6 +31,7 @@ from jaxcc.serving._served import from_model
 from jaxcc.serving._served import from_workdir
 from jaxcc.serving._served import linear
 from jaxcc.serving._served import linear_model
+from jaxcc.serving._served import with_code
 from jaxcc.serving._sweep import pivot as sweep_pivot
 from jaxcc.serving._sweep import run as run_sweep
 from jaxcc.serving._sweep import table as sweep_table
@@ -38,6 +40,6 @@ __all__ = ["Adaptive", "Client", "Endpoint", "Faults", "Frontend", "HttpError",
            "HttpServer", "InstanceFailed", "Injector", "LocalPool",
            "Prediction", "SOURCES", "Served", "SharedQueuePool", "System",
            "build_system", "experiment_table", "flax_model", "flax_module",
-           "from_model", "from_workdir",
-           "linear", "linear_model", "run_experiment", "run_sweep",
-           "schedule", "serve_http", "sweep_pivot", "sweep_table"]
+           "from_model", "from_workdir", "linear", "linear_model",
+           "run_experiment", "run_sweep", "schedule", "served_system",
+           "serve_http", "sweep_pivot", "sweep_table", "with_code"]

@@ -6,7 +6,9 @@ Modes, for m base-model instances and coding parameter k:
 - "equal-resources": m + m/k instances of F on the shared queue;
 - "hedged": the same m + m/k instances; a query still unanswered after
   `hedge_after_s` is sent again (Dean and Barroso), the first answer wins;
-- "parm": m instances of F and m/k of the parity model, coding groups of k;
+- "parm": m instances of F and m/k of the parity model, coding groups of k
+  (with a training-free code such as Berrut, the m/k instances run F; with
+  a non-systematic one, every query of a group reaches F only encoded);
 - "parm-hedged": ParM's instances; every query coded and hedged (first of
   original, copy and reconstruction wins);
 - "adaptive": m + m/k instances that each hold F and the parity model, on
@@ -78,7 +80,7 @@ async def build_system(served, make_pool: Callable, *, mode: str, k: int,
                        deadline_s: Optional[float] = None,
                        hedge_after_s: Optional[float] = None,
                        adaptive: Optional[dict] = None,
-                       max_batch: int = 1) -> System:
+                       max_batch: int = 1, executor=None) -> System:
   """Starts the pools and frontend of one mode; faults begin now.
 
   `serve.py` and the latency experiment both serve through this builder.
@@ -103,6 +105,7 @@ async def build_system(served, make_pool: Callable, *, mode: str, k: int,
     adaptive: options of "adaptive"'s `Adaptive` (code_below, hedge_below,
       ...).
     max_batch: the largest query batch (its buckets compile at start).
+    executor: where the frontend encodes and decodes (None: inline).
   """
   if mode in CODED and served.code.k != k:
     raise ValueError(f"{mode} with k={k} needs parity models for k={k}, got "
@@ -129,7 +132,8 @@ async def build_system(served, make_pool: Callable, *, mode: str, k: int,
       pools[0], served.default_output,
       code=served.code if parity_pools else None, parity_pools=parity_pools,
       group_timeout_s=group_timeout_s, deadline_s=deadline_s,
-      hedge_after_s=hedge_after_s if mode in HEDGED else None, policy=policy)
+      hedge_after_s=hedge_after_s if mode in HEDGED else None, policy=policy,
+      executor=executor)
   system = System(frontend, pools)
   try:
     await frontend.start(tuple(input_shape), max_batch)

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from jaxcc import codes
 from jaxcc import logs
 from jaxcc.serving import _bench
 from jaxcc.serving import _faults
@@ -52,6 +53,25 @@ def run(config, outdir: str) -> dict:
   return results
 
 
+def code(config, k: int):
+  """The config's training-free code for groups of k (`code=berrut`), or
+  None for the workdirs' own parity models."""
+  if not config.code:
+    return None
+  if config.code != "berrut":
+    raise ValueError(f"serving code must be '' (the workdir's parity "
+                     f"models) or 'berrut', got {config.code!r}")
+  if config.r != 1:
+    raise ValueError(f"the serving backends deploy r = 1 parity pool, got "
+                     f"r={config.r}")
+  return codes.berrut(k, config.r, systematic=config.berrut.systematic)
+
+
+def served_system(config, k: int):
+  """`(served, dataset)` of `config.workdirs[k]` under the config's code."""
+  return _served.from_workdir(config.workdirs[str(k)], code(config, k))
+
+
 def _plan(modes, ks):
   """`(mode, k)` pairs: "none" once, every other mode for every k."""
   plan = [("none", ks[0])] if "none" in modes else []
@@ -74,8 +94,7 @@ def adaptive_options(config) -> dict:
 
 
 async def _run_local(config, plan, outdir):
-  systems = {k: _served.from_workdir(config.workdirs[str(k)])
-             for k in sorted({k for _, k in plan})}
+  systems = {k: served_system(config, k) for k in sorted({k for _, k in plan})}
   served, dataset = systems[plan[0][1]]
   test = dataset.test
   index = np.arange(config.num_queries) % len(test.label)
@@ -152,7 +171,7 @@ def _run_sim(config, plan):
   make_pool = sim_pool_maker(config, service_s)
   rows = []
   for mode, k in plan:
-    served = _served.linear(np.zeros((1, 1)), k, (1,))
+    served = sim_served(config, k)
     for run in range(config.runs):
       result = _simulator.simulate(_bench.run_mode(
           mode, served, make_pool, queries,
@@ -163,11 +182,19 @@ def _run_sim(config, plan):
   return rows
 
 
+def sim_served(config, k: int):
+  """The stand-in system the simulator serves (its instances compute
+  nothing), under the config's code."""
+  served = _served.linear(np.zeros((1, 1)), k, (1,))
+  coded = code(config, k)
+  return served if coded is None else _served.with_code(served, coded)
+
+
 def _coding_costs(config, plan):
   """Isolated encode and decode cost per group of each k served."""
   costs = {}
   for k in sorted({k for mode, k in plan if mode == "parm"}):
-    served, _ = _served.from_workdir(config.workdirs[str(k)])
+    served, _ = served_system(config, k)
     costs[k] = _bench.coding_cost_us(served.code, served.input_shape,
                                      served.num_outputs)
   return costs

@@ -7,20 +7,32 @@ has not started service withdraws the request. A query is a batch `x_B...` of
 B examples.
 
 With a code, every k consecutive queries of the same shape form a coding
-group: each goes to the base-model pool as soon as it arrives, and once the
-group is full the frontend encodes it and sends the r parity queries to the
-parity-model pools. As soon as k of a group's k+r outputs are back while a
-data output is missing, it decodes and answers with the reconstruction; the
-first of {original, reconstruction} wins and the loser is withdrawn or
-ignored. Beyond the paper:
+group, served by one of two layouts chosen from `code.systematic`:
+
+- systematic (ParM, the paper): each query goes to the base-model pool as
+  soon as it arrives, and once the group is full the frontend encodes it and
+  sends the r parity queries to the parity-model pools. As soon as k of the
+  group's k+r outputs are back while a data output is missing, it decodes
+  and answers with the reconstruction; the first of {original,
+  reconstruction} wins and the loser is withdrawn or ignored.
+- non-systematic (ApproxIFER's Berrut code): a query waits for its group;
+  once the group is full the frontend encodes it into N = k + r coded
+  queries, worker n's to the base pool (n < k) or parity pool n - k (which
+  must hold F too: the base model computes every coded query), and once
+  any k = N - r outputs are back it decodes all k answers. No answer is F's
+  output on its own query: every one is a reconstruction.
+
+Beyond the paper:
 
 - `group_timeout_s`: a partial group is sealed after this long, padded with
-  zero queries whose output F(0) is known, so queries in a quiet period are
-  protected without waiting for k arrivals;
+  zero queries (whose output F(0) is known, for a systematic code), so
+  queries in a quiet period are protected without waiting for k arrivals;
 - `deadline_s`: a query not answered by then gets the default prediction, as
   does a query whose own request failed when its group cannot be decoded;
 - counts of originals, reconstructions, defaults and failed requests, and the
-  encode and decode time of every group.
+  encode and decode time of every group;
+- `executor`: encode and decode run there (e.g. one thread), off the event
+  loop, instead of inline.
 
 Without a code the frontend sends each query to the base pool (no redundancy
 or Equal-Resources, depending on the pool's size). With `hedge_after_s`, coded
@@ -35,6 +47,7 @@ to code it and whether (and when) to hedge it.
 
 import asyncio
 import collections
+import logging
 import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -43,12 +56,19 @@ import numpy as np
 
 from jaxcc import codes
 from jaxcc.serving import _batching
+from jaxcc.serving import _logs
 
 SOURCES = ("original", "reconstruction", "default")
+_log = _logs.Limited(logging.getLogger(__name__))
 
 
 class Prediction(NamedTuple):
-  """What the frontend returns for one query."""
+  """What the frontend returns for one query.
+
+  `source`: "original" (F's output on this query), "reconstruction" (the
+  decoder's output: a rebuilt late output of a systematic code, or any
+  answer of a non-systematic one) or "default".
+  """
   output: np.ndarray  # (B, C)
   source: str  # one of SOURCES
   latency_s: float
@@ -60,20 +80,77 @@ class _Query:
   def __init__(self, x_B, answer):
     self.x_B = x_B
     self.answer = answer  # future of (output, source)
-    self.requests = []
-    self.on_output = None  # callback(query, request) of its base requests
+    self.requests = []  # of F on this very query (original, hedged copy)
+    self.on_output = None  # callback(query, request) of those requests
+
+  def waits_for_own(self) -> bool:
+    """Whether a request of F on this query is still out."""
+    return not all(r.done() for r in self.requests)
 
 
 class _Group:
-  """A coding group: up to k queries, then r parities once sealed."""
+  """A coding group: up to k queries, then its coded requests once sealed."""
 
   def __init__(self, k, r):
     self.queries = []
-    self.outputs = [None] * (k + r)
+    self.outputs = [None] * (k + r)  # worker n's output
     self.failed = [False] * (k + r)
-    self.parity_requests = []
+    self.coded_requests = []  # parities, or all N coded queries
     self.sealed = False
+    self.decoding = False  # a decode is running (in the executor)
     self.timer = None
+
+  def undecodable(self, r) -> bool:
+    return sum(self.failed) > r
+
+
+class _Systematic:
+  """The k queries go to F as they are; r parities to the parity pools.
+
+  Worker n < k is query n itself, so its output answers it ("original").
+  """
+  sends_queries = True  # Each query goes to F as soon as it arrives.
+
+  def pad_outputs(self, group, k, pad_y_B):
+    """Padded slots are zero queries, never sent: their output is F(0)."""
+    for j in range(len(group.queries), k):
+      group.outputs[j] = pad_y_B
+
+  def routes(self, k, base, parities) -> list:
+    """`(worker n, pool, kind)` of each encoded query, in encoded order."""
+    del base
+    return [(k + i, pool, "parity") for i, pool in enumerate(parities)]
+
+  def answers(self, group, n) -> bool:
+    """Whether worker n's output answers query n as its original."""
+    return n < len(group.queries)
+
+  def stranded(self, group) -> list:
+    """Queries an undecodable group leaves without an answer."""
+    return [q for j, q in enumerate(group.queries) if group.failed[j]]
+
+
+class _NonSystematic:
+  """All N = k + r workers compute F on coded queries; every answer is
+  decoded from any k of their outputs.
+
+  Workers n < k use the base pool, n >= k parity pool n - k (holding F).
+  """
+  sends_queries = False  # A query reaches F only encoded (or hedged).
+
+  def pad_outputs(self, group, k, pad_y_B):
+    del group, k, pad_y_B  # Padded queries are encoded like the others.
+
+  def routes(self, k, base, parities) -> list:
+    return ([(n, base, "base") for n in range(k)]
+            + [(k + i, pool, "parity") for i, pool in enumerate(parities)])
+
+  def answers(self, group, n) -> bool:
+    del group, n
+    return False
+
+  def stranded(self, group) -> list:
+    return list(group.queries)
 
 
 class Frontend:
@@ -83,8 +160,10 @@ class Frontend:
     base_pool: the pool of base-model (F) instances.
     default_output: the `(C,)` default prediction.
     code: a `jaxcc.codes.Code` with parameters `code_params`; None serves
-      without coding.
-    parity_pools: with a code, one pool per parity (r pools).
+      without coding. Systematic or not (`code.systematic`).
+    parity_pools: with a code, one pool per parity (r pools): of parity
+      models, or of F for a code whose parities F computes (Berrut, and
+      every non-systematic code).
     code_params: the code's parameters (`{}` for linear codes).
     group_timeout_s: seal a partial coding group after this long (None:
       wait for k queries, as the paper's system does).
@@ -97,6 +176,8 @@ class Frontend:
       every query when there is a code, hedge after `hedge_after_s`.
     clock: the time source of latencies in seconds (None: the event loop's
       clock, which is virtual in simulations).
+    executor: a `concurrent.futures.Executor` in which to encode and decode,
+      off the event loop (None: inline, as the simulator needs).
   """
 
   def __init__(self, base_pool, default_output, *,
@@ -104,7 +185,7 @@ class Frontend:
                code_params=None, group_timeout_s: Optional[float] = None,
                deadline_s: Optional[float] = None,
                hedge_after_s: Optional[float] = None, policy=None,
-               clock: Optional[Callable[[], float]] = None):
+               clock: Optional[Callable[[], float]] = None, executor=None):
     if code is not None and len(parity_pools) != code.r:
       raise ValueError(f"a code with r={code.r} needs {code.r} parity pools, "
                        f"got {len(parity_pools)}")
@@ -113,6 +194,8 @@ class Frontend:
     self._base = base_pool
     self._parities = tuple(parity_pools)
     self._code = code
+    self._layout = None if code is None else (
+        _Systematic() if code.systematic else _NonSystematic())
     self._code_params = {} if code_params is None else code_params
     self._default = np.asarray(default_output, np.float32)
     self._group_timeout_s = group_timeout_s
@@ -120,6 +203,7 @@ class Frontend:
     self._hedge_after_s = hedge_after_s
     self.policy = policy
     self._clock = clock
+    self._executor = executor
     self._open = {}  # query shape -> the group being filled
     self._pad_y = None
     self.counts = collections.Counter({s: 0 for s in SOURCES + ("failure",)})
@@ -128,14 +212,20 @@ class Frontend:
     self.encode_us, self.decode_us = [], []
     if code is not None:  # Over rows padded to power-of-two buckets.
       encode, decode = jax.jit(code.encode), jax.jit(code.decode)
-      self._encode = _batching.padded(
-          lambda x_BK: encode(self._code_params, x_BK))
-      self._decode = _batching.padded(
+      self._encode = _timed(self.encode_us, _batching.padded(
+          lambda x_BK: encode(self._code_params, x_BK)))
+      self._decode = _timed(self.decode_us, _batching.padded(
           lambda y_BN, available_N: decode(self._code_params, y_BN,
-                                           available_N))
+                                           available_N)))
+
+  @property
+  def systematic(self) -> Optional[bool]:
+    """Whether the code is systematic (None without a code)."""
+    return None if self._code is None else self._code.systematic
 
   async def start(self, input_shape, max_batch: int = 1) -> None:
-    """Learns F(0) for padding; compiles the encoder and decoder.
+    """Learns F(0) (for padding, and the output shape); compiles the
+    encoder and decoder.
 
     They are compiled for every batch-size bucket up to `max_batch`
     (`_batching`) before any query arrives, so no query waits for a
@@ -149,11 +239,14 @@ class Frontend:
       return
     k, n = self._code.k, self._code.k + self._code.r
     pad_BS = np.zeros((1,) + tuple(input_shape), np.float32)
-    self._pad_y = np.asarray(await self._base.submit(pad_BS))[0]
+    pad_y = np.asarray(await self._base.submit(pad_BS))[0]
     for size in _batching.buckets(max_batch):
       self._encode(np.zeros((size, k) + pad_BS.shape[1:], np.float32))
-      self._decode(np.zeros((size, n) + self._pad_y.shape, np.float32),
+      self._decode(np.zeros((size, n) + pad_y.shape, np.float32),
                    np.arange(n) != 0)
+    self.encode_us.clear()
+    self.decode_us.clear()
+    self._pad_y = pad_y
 
   async def predict(self, x_B) -> Prediction:
     """Answers one query `x_B...` (a batch of B examples)."""
@@ -202,8 +295,7 @@ class Frontend:
       _settle(query, np.asarray(request.result()), "original")
       return
     self.counts["failure"] += 1
-    if all(r.done() and (r.cancelled() or r.exception() is not None)
-           for r in query.requests):
+    if not query.waits_for_own():
       self._answer_default(query)
 
   def _answer_default(self, query):
@@ -222,77 +314,129 @@ class Frontend:
             self._group_timeout_s, self._seal, group)
     j = len(group.queries)
     group.queries.append(query)
-    query.on_output = lambda q, r: self._on_output(group, j, r)
-    self._request(query)
+    if self._layout.sends_queries:
+      query.on_output = lambda q, r: self._on_output(group, j, r)
+      self._request(query)
+    else:  # Only hedged copies of the query itself come back to it.
+      query.on_output = lambda q, r: self._on_copy(group, q, r)
     if len(group.queries) == self._code.k:
       self._seal(group)
 
   def _seal(self, group):
-    """Encodes a full (or timed-out, zero-padded) group; sends the parities."""
+    """Encodes a full (or timed-out, zero-padded) group."""
     group.sealed = True
     if group.timer is not None:
       group.timer.cancel()
     x_BS = group.queries[0].x_B
     del self._open[x_BS.shape]
     k, m = self._code.k, len(group.queries)
-    pad_BS = np.zeros_like(x_BS)
-    x_BK = np.stack([q.x_B for q in group.queries] + [pad_BS] * (k - m), 1)
-    for j in range(m, k):
-      group.outputs[j] = np.broadcast_to(
-          self._pad_y, (x_BS.shape[0],) + self._pad_y.shape)
-    tic = time.perf_counter()
-    parities_BR = self._encode(x_BK)
-    self.encode_us.append(1e6 * (time.perf_counter() - tic))
-    for i, pool in enumerate(self._parities):
-      self.sent["parity"] += 1
-      request = pool.submit(parities_BR[:, i])
-      group.parity_requests.append(request)
-      request.add_done_callback(
-          lambda r, n=k + i: self._on_output(group, n, r))
+    self._layout.pad_outputs(group, k, np.broadcast_to(
+        self._pad_y, (x_BS.shape[0],) + self._pad_y.shape))
+    x_BK = np.stack([q.x_B for q in group.queries]
+                    + [np.zeros_like(x_BS)] * (k - m), 1)
+    self._run(group, self._encode, (x_BK,),
+              lambda coded: self._send(group, coded))
+
+  def _send(self, group, coded_BM):
+    """Sends a sealed group's encoded queries (parities or all N)."""
+    if all(q.answer.done() for q in group.queries):
+      return  # Answered (default) while it was being encoded.
+    routes = self._layout.routes(self._code.k, self._base, self._parities)
+    for m, (n, pool, kind) in enumerate(routes):
+      self.sent[kind] += 1
+      request = pool.submit(coded_BM[:, m])
+      group.coded_requests.append(request)
+      request.add_done_callback(lambda r, n=n: self._on_output(group, n, r))
     self._try_decode(group)
 
   def _on_output(self, group, n, request):
     """Output n of a group arrived (or failed)."""
     if request.cancelled():
       return
-    data = n < len(group.queries)
+    answers = self._layout.answers(group, n)
     if request.exception() is not None:
       self.counts["failure"] += 1
-      if data and not all(r.done() for r in group.queries[n].requests):
+      if answers and group.queries[n].waits_for_own():
         return  # A hedged copy may still answer.
       group.failed[n] = True
-      if sum(group.failed) > self._code.r:  # No longer decodable.
-        for j, query in enumerate(group.queries):
-          if group.failed[j]:
+      if group.undecodable(self._code.r):
+        for query in self._layout.stranded(group):
+          if not query.waits_for_own():
             self._answer_default(query)
       self._finish_if_answered(group)
       return
     group.outputs[n] = np.asarray(request.result())
     group.failed[n] = False  # A hedged copy answered after a failure.
-    if data:
+    if answers:
       _settle(group.queries[n], group.outputs[n], "original")
     self._try_decode(group)
 
+  def _on_copy(self, group, query, request):
+    """A hedged copy of a query of a non-systematic group came back."""
+    if request.cancelled():
+      return
+    if request.exception() is None:
+      _settle(query, np.asarray(request.result()), "original")
+      return
+    self.counts["failure"] += 1
+    if group.undecodable(self._code.r) and not query.waits_for_own():
+      self._answer_default(query)
+
   def _try_decode(self, group):
-    """Rebuilds missing data outputs once any k of the k+r are back."""
-    waiting = [j for j, q in enumerate(group.queries) if not q.answer.done()]
+    """Decodes once any k of the k+r outputs are back and a query waits."""
     available_N = np.array([y is not None for y in group.outputs])
-    if group.sealed and waiting and available_N.sum() >= self._code.k:
-      like = next(y for y in group.outputs if y is not None)
-      y_BN = np.stack([like * 0 if y is None else y for y in group.outputs],
-                      1)
-      tic = time.perf_counter()
-      y_BK = self._decode(y_BN, available_N)
-      self.decode_us.append(1e6 * (time.perf_counter() - tic))
-      for j in waiting:
-        _settle(group.queries[j], y_BK[:, j], "reconstruction")
+    if (not group.sealed or group.decoding or available_N.sum() < self._code.k
+        or all(q.answer.done() for q in group.queries)):
+      self._finish_if_answered(group)
+      return
+    like = next(y for y in group.outputs if y is not None)
+    y_BN = np.stack([like * 0 if y is None else y for y in group.outputs], 1)
+    group.decoding = True
+    self._run(group, self._decode, (y_BN, available_N),
+              lambda y_BK: self._answer_decoded(group, y_BK))
+
+  def _answer_decoded(self, group, y_BK):
+    group.decoding = False
+    for j, query in enumerate(group.queries):
+      _settle(query, y_BK[:, j], "reconstruction")
     self._finish_if_answered(group)
 
   def _finish_if_answered(self, group):
-    """Withdraws parity requests nobody needs any more."""
+    """Withdraws coded requests nobody needs any more."""
     if group.sealed and all(q.answer.done() for q in group.queries):
-      for request in group.parity_requests:
+      for request in group.coded_requests:
         request.cancel()
+
+  def _run(self, group, fn, args, then):
+    """`then(fn(*args))`: inline, or `fn` in the executor and `then` back on
+    the event loop (if `fn` fails there, the group's queries get the
+    default)."""
+    if self._executor is None:
+      then(fn(*args))
+      return
+    done = asyncio.get_running_loop().run_in_executor(self._executor, fn,
+                                                      *args)
+    done.add_done_callback(lambda f: self._ran(group, f, then))
+
+  def _ran(self, group, done, then):
+    if done.exception() is None:
+      then(done.result())
+      return
+    _log.error("coding", "encode or decode failed: %r", done.exception())
+    group.decoding = False
+    for query in group.queries:
+      self._answer_default(query)
+    self._finish_if_answered(group)
+
+
+def _timed(times_us, fn):
+  """`fn`, appending the microseconds of every call to `times_us`."""
+  def call(*args):
+    tic = time.perf_counter()
+    out = fn(*args)
+    times_us.append(1e6 * (time.perf_counter() - tic))
+    return out
+  return call
 
 
 def _settle(query, output, source):

@@ -125,18 +125,37 @@ def linear(w_DC, k: int, input_shape) -> Served:
                 preprocess=_as_float32)
 
 
-def from_workdir(workdir: str):
+def with_code(served: Served, code: codes.Code) -> Served:
+  """`served`'s F under a training-free `code` (Berrut): F itself computes
+  every coded query, so the r "parity" instances run F too.
+
+  With a non-systematic code (`code.systematic` False) the frontend sends
+  all N = k + r coded queries to instances of F and decodes every answer.
+  """
+  if code.parity_target is not None:
+    raise ValueError(f"{code.name} expects parity models (it has a parity "
+                     "target); serve it with the parity models trained for "
+                     "it (from_workdir, from_model)")
+  return served._replace(parities=(served.base,) * code.r, code=code)
+
+
+def from_workdir(workdir: str, code=None):
   """F and its parity models trained by `train.py` in `workdir`.
+
+  Args:
+    workdir: a `train.py` workdir with parity models, or any workdir when
+      `code` is given.
+    code: serve the workdir's F under this training-free code instead
+      (`with_code`), e.g. `jaxcc.codes.berrut(2, 1, systematic=False)`.
 
   Returns:
     `(served, dataset)`: the `Served` system (uint8 images in, normalised
     inside) and the experiment's dataset (its test split makes queries).
   """
   exp, base, stage2 = workdir_lib.restore(workdir)
-  if exp.approach.name != "parity-model":
+  if code is None and exp.approach.name != "parity-model":
     raise ValueError(f"{workdir} trained a {exp.approach.name!r} stage; "
-                     "serving needs parity models")
-  stacked = models.variables(stage2.params, stage2.batch_stats)
+                     "serving needs parity models or a training-free code")
   ds = exp.dataset
 
   def factory(model_variables):
@@ -145,13 +164,16 @@ def from_workdir(workdir: str):
 
   served = Served(
       base=factory(models.variables(base.params, base.batch_stats)),
-      parities=tuple(factory(jax.tree.map(lambda a, j=j: a[j], stacked))
-                     for j in range(exp.code.r)),
-      code=exp.code, input_shape=tuple(ds.input_shape),
+      parities=(), code=exp.code, input_shape=tuple(ds.input_shape),
       input_dtype=np.dtype(np.uint8), num_outputs=exp.model.num_outputs,
       preprocess=functools.partial(_normalize, np.asarray(ds.mean),
                                    np.asarray(ds.std)))
-  return served, ds
+  if code is not None:
+    return with_code(served, code), ds
+  stacked = models.variables(stage2.params, stage2.batch_stats)
+  return served._replace(parities=tuple(
+      factory(jax.tree.map(lambda a, j=j: a[j], stacked))
+      for j in range(exp.code.r))), ds
 
 
 def _flax_fn(name, input_shape, num_outputs, model_variables):

@@ -10,6 +10,13 @@ sources, and the extra load of the policy: requests the frontend sent per
 query and requests the instances began per query (a hedged copy withdrawn
 while queued is sent but never begun).
 
+Served accuracy: the simulated instances compute nothing, so each policy's
+served accuracy is given by where its answers came from, the fractions
+answered by the base model ("original"), by decoding ("reconstruction") and
+by default; with `config.source_accuracy` ("A_a+A_d+default", offline
+accuracies of those three, e.g. from a workdir's eval.json) also the
+accuracy they imply, `sum_s fraction_s * accuracy_s`.
+
 `run(config, outdir)` writes `outdir/results.json` and `outdir/sweep.png`
 (p99.9 against utilisation, one line per policy, one panel per k);
 `table(rows)` is the markdown summary, `pivot(rows)` the p99.9 of every
@@ -25,7 +32,7 @@ from jaxcc import logs
 from jaxcc.serving import _bench
 from jaxcc.serving import _experiment
 from jaxcc.serving import _faults
-from jaxcc.serving import _served
+from jaxcc.serving import _frontend
 from jaxcc.serving import _simulator
 
 # The real local run's service times (docs/SERVING.md): median 1.11 ms.
@@ -55,6 +62,7 @@ def run(config, outdir: str) -> dict:
   """Runs the sweep of `config` (configs/serving.py with `loads` set)."""
   if config.backend != "sim":
     raise ValueError("the utilisation sweep is simulated: backend=sim")
+  source_accuracy(config)  # Checked before the first run.
   os.makedirs(outdir, exist_ok=True)
   if config.service_times:
     with open(config.service_times) as f:
@@ -70,7 +78,7 @@ def run(config, outdir: str) -> dict:
   seconds = lambda ms: ms / 1e3 if ms > 0 else None
   rows = []
   for k in ks:
-    served = _served.linear(np.zeros((1, 1)), k, (1,))
+    served = _experiment.sim_served(config, k)
     for load in loads(config):
       for mode in modes:
         if mode == "none" and k != ks[0]:
@@ -97,12 +105,34 @@ def run(config, outdir: str) -> dict:
   return results
 
 
+def source_accuracy(config):
+  """`{source: offline accuracy}` of `config.source_accuracy`, or None."""
+  if not config.get("source_accuracy"):
+    return None
+  values = [float(v) for v in config.source_accuracy.split("+")]
+  if len(values) != 3 or not all(0 <= v <= 1 for v in values):
+    raise ValueError("source_accuracy must be A_a+A_d+default, three "
+                     f"accuracies in [0, 1]; got {config.source_accuracy!r}")
+  return dict(zip(_frontend.SOURCES, values))
+
+
+def implied_accuracy(served, accuracy):
+  """`sum_s served[s] * accuracy[s]` over the sources (None without
+  accuracies)."""
+  if accuracy is None:
+    return None
+  return sum(served[s] * accuracy[s] for s in _frontend.SOURCES)
+
+
 def _row(mode, k, load, run, config, result):
   n = len(result.predictions)
+  served = {s: result.counts[s] / n for s in _frontend.SOURCES}
+  accuracy = source_accuracy(config)
   return {"mode": mode, "k": k, "load": load, "run": run,
           "instances": _bench.instance_counts(mode, k, config.num_base),
           "latency_ms": _bench.latency_summary(result.predictions),
-          "counts": result.counts,
+          "counts": result.counts, "served": served,
+          "served_accuracy": implied_accuracy(served, accuracy),
           "requests_per_query": {
               "sent": sum(result.sent.values()) / n,
               "hedges": result.sent["hedge"] / n,
@@ -121,9 +151,11 @@ def _medians(rows):
         "requests_per_query": {
             q: float(np.median([r["requests_per_query"][q] for r in runs]))
             for q in runs[0]["requests_per_query"]},
-        "reconstructed": float(np.median(
-            [r["counts"]["reconstruction"] / sum(r["counts"][s] for s in (
-                "original", "reconstruction", "default")) for r in runs])),
+        "served": {s: float(np.median([r["served"][s] for r in runs]))
+                   for s in _frontend.SOURCES},
+        "served_accuracy": (None if runs[0]["served_accuracy"] is None else
+                            float(np.median([r["served_accuracy"]
+                                             for r in runs]))),
         "policy": ({
             choice: float(np.median([
                 sum(v for key, v in r["decisions"].items() if choice in key)
@@ -140,8 +172,8 @@ def table(rows) -> str:
   medians = _medians(rows)
   lines = ["| k | load | mode | instances | p50 ms | p99 ms | "
            "p99.9 ms | vs best p99.9 | sent / begun per query | "
-           "reconstructed | coded / hedged by policy |",
-           "|" + " --- |" * 11]
+           "original / reconstructed / default | served accuracy | "
+           "coded / hedged by policy |", "|" + " --- |" * 12]
   ks = sorted({k for _, k, _ in medians})
   for k in ks:
     for load in sorted({l for _, kk, l in medians if kk == k}):
@@ -163,9 +195,17 @@ def table(rows) -> str:
             f"| {k} | {100 * load:.0f}% | {mode} | {instances} | "
             f"{lat['p50']:.2f} | {lat['p99']:.2f} | {p999} | "
             f"{lat['p99.9'] / best:.2f}x | {req['sent']:.3f} / "
-            f"{req['started']:.3f} | {100 * v['reconstructed']:.1f}% | "
-            f"{policy} |")
+            f"{req['started']:.3f} | {_fractions(v['served'])} | "
+            f"{_percent(v['served_accuracy'])} | {policy} |")
   return "\n".join(lines)
+
+
+def _fractions(served):
+  return " / ".join(f"{100 * served[s]:.1f}%" for s in _frontend.SOURCES)
+
+
+def _percent(value):
+  return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def pivot(rows) -> str:

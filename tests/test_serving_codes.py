@@ -1,0 +1,268 @@
+"""Serving a non-systematic code (ApproxIFER's Berrut) and coding in a thread.
+
+Instances are in-process and time is virtual (`_simulator`), except where
+a test says otherwise.
+"""
+
+import asyncio
+import concurrent.futures
+
+import numpy as np
+import pytest
+
+import jaxcc
+from jaxcc import serving
+from jaxcc.serving import _bench
+from jaxcc.serving import _experiment
+from jaxcc.serving import _simulator
+
+_D, _C = 6, 4
+
+
+class _Recording:
+  """An instance computing `fn` after `service_s` (None: never answers),
+  recording every input it is given."""
+  alive = True
+
+  def __init__(self, fn, service_s=1e-3):
+    self.fn, self.service_s, self.inputs = fn, service_s, []
+
+  def call(self, x_B, delay_s):
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    self.inputs.append(np.array(x_B))
+    if self.service_s is not None:
+      loop.call_later(self.service_s + delay_s, future.set_result,
+                      self.fn(x_B))
+    return future
+
+
+def _f():
+  """A non-linear F, so that no code reproduces it exactly."""
+  w = np.random.default_rng(0).normal(size=(_D, _C)).astype(np.float32)
+  return lambda x: np.tanh(x.reshape(len(x), -1) @ w).astype(np.float32)
+
+
+def _queries(n, seed=1, b=2):
+  rng = np.random.default_rng(seed)
+  return [rng.normal(size=(b, _D)).astype(np.float32) for _ in range(n)]
+
+
+def _decoded(code, f, queries, available_N):
+  """What the decoder makes of F on the group's coded queries (float64-free
+  reference: the code's own encode and decode, called directly)."""
+  x_BK = np.stack(queries, 1)
+  coded_BN = np.asarray(code.encode({}, x_BK))
+  y_BN = np.stack([f(coded_BN[:, n]) for n in range(code.k + code.r)], 1)
+  return np.asarray(code.decode({}, y_BN, np.asarray(available_N)))
+
+
+def _serve(frontend, queries, gap_s=1e-4):
+  async def main():
+    await frontend.start((_D,))
+    tasks = []
+    for x in queries:
+      tasks.append(asyncio.create_task(frontend.predict(x)))
+      await asyncio.sleep(gap_s)
+    return await asyncio.gather(*tasks)
+  return _simulator.simulate(main())
+
+
+def test_non_systematic_group_answers_decoded_outputs_despite_r_stragglers():
+  k, r = 3, 2
+  code = jaxcc.codes.berrut(k, r, systematic=False)
+  f = _f()
+  base = [_Recording(f) for _ in range(k)]
+  late, hung = _Recording(f, 1.0), _Recording(f, None)  # r stragglers
+  frontend = serving.Frontend(
+      serving.SharedQueuePool(base), np.full(_C, -1.0), code=code,
+      parity_pools=[serving.SharedQueuePool([late]),
+                    serving.SharedQueuePool([hung])], deadline_s=5.0)
+  queries = _queries(k)
+  answers = _serve(frontend, queries)
+  expected_BK = _decoded(code, f, queries, [True] * k + [False] * r)
+  for j, answer in enumerate(answers):
+    assert answer.source == "reconstruction"  # Never F's own output.
+    np.testing.assert_allclose(answer.output, expected_BK[:, j], rtol=1e-5,
+                               atol=1e-6)
+    assert not np.allclose(answer.output, f(queries[j]), atol=1e-3)
+    assert answer.latency_s < 0.01  # Not waiting for the stragglers.
+  # The workers computed on the N coded queries, not on the queries.
+  coded_BN = np.asarray(code.encode({}, np.stack(queries, 1)))
+  seen = [x for i in base + [late, hung]  # base[0] also computed F(0).
+          for x in i.inputs[1 if i is base[0] else 0:]]
+  assert len(seen) == k + r
+  for n in range(k + r):
+    assert sum(np.allclose(x, coded_BN[:, n]) for x in seen) == 1
+  assert dict(frontend.sent) == {"base": k, "hedge": 0, "parity": r}
+  assert frontend.counts["reconstruction"] == k and frontend.systematic is False
+
+
+def test_non_systematic_decodes_from_whichever_k_outputs_arrive_first():
+  k, r = 2, 1
+  code = jaxcc.codes.berrut(k, r, systematic=False)
+  f = _f()
+  # Base worker 0 and 1 take 1 ms and 5 ms, the parity worker 2 ms: the
+  # decoder uses workers 0 and 2 (the frontend's pools are shared queues,
+  # so which instance serves worker 0 follows dispatch order).
+  fast, slow = _Recording(f, 1e-3), _Recording(f, 5e-3)
+  frontend = serving.Frontend(
+      serving.SharedQueuePool([fast, slow]), np.zeros(_C), code=code,
+      parity_pools=[serving.SharedQueuePool([_Recording(f, 2e-3)])])
+  queries = _queries(k, seed=2)
+  answers = _serve(frontend, queries, gap_s=0.01)  # F(0) done first.
+  coded_BN = np.asarray(code.encode({}, np.stack(queries, 1)))
+  on_slow = [n for n in range(k) if any(np.allclose(x, coded_BN[:, n])
+                                        for x in slow.inputs)]
+  assert len(on_slow) == 1
+  available_N = np.arange(k + r) != on_slow[0]
+  expected_BK = _decoded(code, f, queries, available_N)
+  for j, answer in enumerate(answers):
+    np.testing.assert_allclose(answer.output, expected_BK[:, j], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_partial_non_systematic_group_is_padded_encoded_and_decoded():
+  code = jaxcc.codes.berrut(2, 1, systematic=False)
+  f = _f()
+  frontend = serving.Frontend(
+      serving.SharedQueuePool([_Recording(f) for _ in range(2)]),
+      np.zeros(_C), code=code,
+      parity_pools=[serving.SharedQueuePool([_Recording(f, 1.0)])],
+      group_timeout_s=0.02)
+  (x,) = _queries(1, seed=3)
+  (answer,) = _serve(frontend, [x])
+  expected_BK = _decoded(code, f, [x, np.zeros_like(x)], [True, True, False])
+  assert answer.source == "reconstruction"
+  np.testing.assert_allclose(answer.output, expected_BK[:, 0], rtol=1e-5,
+                             atol=1e-6)
+  assert 0.02 <= answer.latency_s < 0.03  # Sealed by the timeout.
+
+
+def test_non_systematic_group_with_more_than_r_failures_gets_the_default():
+  code = jaxcc.codes.berrut(2, 1, systematic=False)
+  f = _f()
+
+  class Failing(_Recording):
+    def call(self, x_B, delay_s):
+      future = asyncio.get_running_loop().create_future()
+      future.set_exception(serving.InstanceFailed("crashed"))
+      return future
+
+  base = serving.SharedQueuePool([_Recording(f), Failing(f)])
+  frontend = serving.Frontend(
+      base, np.full(_C, -1.0), code=code, deadline_s=5.0,
+      parity_pools=[serving.SharedQueuePool([Failing(f)])])
+  answers = _serve(frontend, _queries(2, seed=4))
+  assert [a.source for a in answers] == ["default", "default"]
+  assert max(a.latency_s for a in answers) < 0.01  # Not at the deadline.
+
+
+def test_a_hedged_copy_of_a_non_systematic_query_answers_as_original():
+  code = jaxcc.codes.berrut(2, 1, systematic=False)
+  f = _f()
+  # Every coded worker is slow; the hedged copies (plain queries) are not.
+  base = _Recording(f, 1.0)
+  copies = _Recording(f, 1e-3)
+  frontend = serving.Frontend(
+      serving.SharedQueuePool([base, copies]), np.zeros(_C), code=code,
+      parity_pools=[serving.SharedQueuePool([_Recording(f, 1.0)])],
+      hedge_after_s=0.01)
+  queries = _queries(2, seed=5)
+  answers = _serve(frontend, queries)
+  assert [a.source for a in answers] == ["original", "original"]
+  for x, answer in zip(queries, answers):
+    np.testing.assert_allclose(answer.output, f(x), rtol=1e-6)
+
+
+def test_systematic_berrut_still_answers_originals():
+  code = jaxcc.codes.berrut(2, 1)
+  f = _f()
+  frontend = serving.Frontend(
+      serving.SharedQueuePool([_Recording(f) for _ in range(2)]),
+      np.zeros(_C), code=code,
+      parity_pools=[serving.SharedQueuePool([_Recording(f, 2e-3)])])
+  queries = _queries(2, seed=6)
+  answers = _serve(frontend, queries)
+  assert [a.source for a in answers] == ["original", "original"]
+  assert frontend.systematic is True
+
+
+def test_with_code_serves_f_on_every_worker_and_refuses_parity_model_codes():
+  w = np.ones((_D, _C), np.float32)
+  served = serving.with_code(serving.linear(w, 2, (_D,)),
+                             jaxcc.codes.berrut(2, 1, systematic=False))
+  assert served.parities == (served.base,) and not served.code.systematic
+  with pytest.raises(ValueError, match="parity models"):
+    serving.with_code(served, jaxcc.codes.summation(2))
+
+
+@pytest.mark.slow
+def test_sim_experiment_serves_approxifers_code(tmp_path):
+  from configs import serving as serving_config  # pylint: disable=g-import-not-at-top
+  times = tmp_path / "service_times.json"
+  times.write_text("[0.002, 0.003, 0.004, 0.05]")
+  config = serving_config.get_config(
+      f"backend=sim,service_times={times},modes=parm,ks=2,num_base=2,"
+      "num_queries=60,rate=100,code=berrut,berrut.systematic=false")
+  assert not _experiment.sim_served(config, 2).code.systematic
+  results = serving.run_experiment(config, str(tmp_path / "out"))
+  (row,) = results["runs"]
+  assert row["counts"]["reconstruction"] == 60 and row["instances"] == (2, 1)
+  with pytest.raises(ValueError, match="'' .* or 'berrut'"):
+    _experiment.code(serving_config.get_config("code=summation"), 2)
+
+
+def test_coding_in_a_thread_gives_the_same_answers():
+  """Real time: encode and decode in a one-thread executor."""
+  code = jaxcc.codes.berrut(2, 1, systematic=False)
+  f = _f()
+  queries = _queries(6, seed=7)
+
+  async def serve(executor):
+    frontend = serving.Frontend(
+        serving.SharedQueuePool([_Recording(f) for _ in range(2)]),
+        np.zeros(_C), code=code, executor=executor,
+        parity_pools=[serving.SharedQueuePool([_Recording(f, 0.05)])])
+    await frontend.start((_D,))
+    return await asyncio.wait_for(asyncio.gather(
+        *(frontend.predict(x) for x in queries)), 30.0)
+
+  class Counting(concurrent.futures.ThreadPoolExecutor):
+    calls = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+      Counting.calls += 1
+      return super().submit(fn, *args, **kwargs)
+
+  with Counting(1) as executor:
+    threaded = asyncio.run(serve(executor))
+  assert Counting.calls == 3 + 3  # 3 groups: an encode and a decode each.
+  inline = asyncio.run(serve(None))
+  for a, b in zip(threaded, inline):
+    assert a.source == b.source == "reconstruction"
+    np.testing.assert_allclose(a.output, b.output, rtol=1e-6)
+
+
+def test_build_system_wires_a_non_systematic_code():
+  served = serving.with_code(
+      serving.linear(np.ones((1, 1), np.float32), 2, (1,)),
+      jaxcc.codes.berrut(2, 1, systematic=False))
+
+  async def make_pool(factory, num_instances, intervals, seed):
+    del intervals, seed
+    return serving.SharedQueuePool(
+        [_Recording(factory()) for _ in range(num_instances)])
+
+  async def main():
+    system = await _bench.build_system(
+        served, make_pool, mode="parm", k=2, num_base=2,
+        faults=serving.Faults(), seed=0, horizon_s=10.0, input_shape=(1,))
+    answers = await asyncio.gather(*(system.frontend.predict(
+        np.full((1, 1), v, np.float32)) for v in (1.0, 2.0)))
+    await system.close()
+    return answers, system
+
+  answers, system = _simulator.simulate(main())
+  assert [a.source for a in answers] == ["reconstruction"] * 2
+  assert len(system.pools) == 2 and system.frontend.systematic is False
