@@ -27,6 +27,11 @@ _BASE_FIELDS = ("dataset", "data_seed", "validation_size", "image_size",
                 "model", "mixed_precision", "base_checkpoint")
 # Fields of every stage 2 besides F's and the approach's own.
 _STAGE2_FIELDS = ("code", "k", "r", "generator")
+# Top-level fields added after the first workdirs were written, with the
+# value that reproduces how those workdirs were trained (the parity.* fields
+# added since are read with their defaults by `approaches.from_config`).
+_ADDED_FIELDS = {"base_checkpoint": "", "input_pipeline": "auto",
+                 "max_device_bytes": 2 * 1024**3, "checkpoint_every_steps": 0}
 
 
 def base_identity(config) -> dict:
@@ -93,13 +98,14 @@ class Restored(NamedTuple):
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config that trained `workdir` (its `config.json`)."""
+  """The config that trained `workdir` (its `config.json`), with the fields
+  a config saved by an older jaxcc lacks set as that version trained."""
   path = os.path.join(workdir, experiment_lib.CONFIG_FILE)
   if not os.path.exists(path):
     raise ValueError(f"{workdir} has no {experiment_lib.CONFIG_FILE}: train "
                      "it with train.py first")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict({**_ADDED_FIELDS, **json.load(f)})
 
 
 def restore(workdir: str, config: Any = None) -> Restored:

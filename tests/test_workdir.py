@@ -1,6 +1,7 @@
 """A workdir is bound to the config that trained it."""
 
 import json
+import shutil
 
 import pytest
 
@@ -46,6 +47,23 @@ def test_evaluation_uses_the_saved_config_and_refuses_another(trained):
   saved.data_seed = 1
   with pytest.raises(ValueError, match="trained with data_seed=0"):
     evaluation.evaluate(saved, str(trained))
+
+
+@pytest.mark.slow
+def test_a_workdir_saved_before_later_fields_still_restores(trained, tmp_path):
+  old = tmp_path / "old"
+  shutil.copytree(trained, old)
+  saved = json.load(open(old / "config.json"))
+  for name in ("base_checkpoint", "input_pipeline", "max_device_bytes",
+               "checkpoint_every_steps"):
+    del saved[name]
+  for name in ("loss", "temperature", "width", "schedule", "warmup_epochs"):
+    del saved["parity"][name]
+  json.dump(saved, open(old / "config.json", "w"))
+  restored = workdir.restore(str(old))
+  assert restored.experiment.config.base_checkpoint == ""
+  assert evaluation.evaluate(workdir.saved_config(str(old)), str(old)) == (
+      evaluation.evaluate(workdir.saved_config(str(trained)), str(trained)))
 
 
 @pytest.mark.slow
