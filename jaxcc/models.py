@@ -12,6 +12,8 @@ Inputs are `(B, H, W, C)` or `(B, H, W)` (a channel axis is added). `dtype` is
 the computation dtype; parameters are always float32. Initialisation follows
 the paper: Xavier-uniform conv kernels, N(0, 0.01^2) dense kernels, zero
 biases, and PyTorch-default BatchNorm (momentum 0.1, i.e. flax 0.9; eps 1e-5).
+Convolutions are `jaxcc._conv.Conv`: `nn.Conv`'s parameters and numerics,
+lowered as im2col where XLA's CPU convolution is slow.
 
 Forward passes used by training, evaluation and serving: `predict` (F on a
 whole split of raw inputs), `apply_groups` (F on every member of coding
@@ -31,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcc import _conv as cpu_conv
 from jaxcc import data
 
 NAMES = ("mlp", "lenet5", "vgg11", "resnet18", "resnet152")
@@ -63,10 +66,10 @@ class Model(NamedTuple):
 
 def _conv(features, kernel_size, dtype, strides=1, padding="SAME",
           use_bias=True):
-  return nn.Conv(features, (kernel_size, kernel_size), strides=strides,
-                 padding=padding, use_bias=use_bias, dtype=dtype,
-                 param_dtype=jnp.float32,
-                 kernel_init=nn.initializers.xavier_uniform())
+  return cpu_conv.Conv(features, (kernel_size, kernel_size), strides=strides,
+                       padding=padding, use_bias=use_bias, dtype=dtype,
+                       param_dtype=jnp.float32,
+                       kernel_init=nn.initializers.xavier_uniform())
 
 
 def _dense(features, dtype):
