@@ -1,9 +1,13 @@
 """Trains a base model and its coded-computation stage, then evaluates.
 
-Resumable: rerun the same command after an interruption.
+Resumable: rerun the same command after an interruption. Compiled programs
+are cached on disk (`--compilation_cache`), so a rerun with the same shapes
+(another seed or workdir) skips most of its compiling.
 
   python train.py --config configs/parity.py[:key=value,...] --workdir DIR
 """
+
+import os
 
 from absl import app
 from absl import flags
@@ -29,11 +33,17 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
                                       "Number of hosts (multihost).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "Index of this host (multihost).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "~/.cache/jaxcc/xla", "JAX's persistent compilation "
+    "cache directory ('': none); $JAX_COMPILATION_CACHE_DIR overrides it.")
 
 
 def main(argv):
   del argv
   logs.setup_scripts(_VERBOSE.value)
+  if _COMPILATION_CACHE.value and not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser(_COMPILATION_CACHE.value))
   with logs.clear_errors(_VERBOSE.value):
     if _MULTIHOST.value:
       jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
