@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Accelerator throughput and scale, in one call of a lent GPU machine (< 8 min).
+# Accelerator throughput and scale, in one call of a lent GPU machine (< 9 min).
 #
 #   bash benchmarks/gpu.sh            # on the GPU machine; results in $OUT
 #   TINY=1 OUT=/tmp/gpu_out PYTHON=.venv/bin/python bash benchmarks/gpu.sh
@@ -10,23 +10,28 @@
 #    vgg11, resnet18 and resnet152 (inference and parity-model step). Its
 #    training rows run their epochs as train.py does (epoch_loop=auto: one
 #    lax.scan on a GPU; on a CPU a loop of jitted steps for conv models) and
-#    record the loop in a `loop` field and column.
-# 2. train.py: a ResNet-18 base model and k = 2 parity model on MNIST, then a
+#    record the loop in a `loop` field and column. The conv rows are here:
+#    lenet5's parity and inference steps, the learned conv encoder's step
+#    (encoders=mlp+conv) and resnet18's parity step.
+# 2. benchmarks/pipeline.py: stage-2 epochs through the streaming pipeline
+#    against the in-memory path, MLP on MNIST and on 120,000 generated
+#    memory-mapped images over a 64 MiB device budget, then LeNet-5 on MNIST.
+# 3. train.py: a ResNet-18 base model and k = 2 parity model on MNIST, then a
 #    k = 2 learned Conv code through that base model, each for a fixed number
 #    of epochs (3, 3 and 3).
 # Before the call, copy the data into the repository (data/ is ignored, so
 # name it in the call's carry): mkdir -p data && cp -r ../shared/data/mnist
 # data/. Python packages the machine lacks travel as wheels in .whl/ (also
-# carried); see docs/BENCHMARKS.md. Writes 7 files to $OUT: env.txt, log.txt,
-# bench_small.json, bench_big.json, benchmark.md, train_parity.json,
-# train_learned.json. Each part has a time limit, so a slow part costs its
-# own results only, and all of them share BUDGET seconds (default 450).
+# carried); see docs/BENCHMARKS.md. Writes 9 files to $OUT: env.txt, log.txt,
+# bench_small.json, bench_big.json, benchmark.md, pipeline_mlp.md,
+# pipeline_lenet5.md, train_parity.json, train_learned.json. Each part has a
+# time limit, so a slow part costs its own results only, and all of them
+# share BUDGET seconds (default 520; TINY 720).
 # Environment overrides: PYTHON, DATA, DATASET, MODEL, ENCODER, BASE_EPOCHS,
-# EPOCHS, LEARNED_EPOCHS, SMALL_ARGS, BIG_ARGS, LIMIT_SMALL, LIMIT_BIG,
-# LIMIT_TRAIN, BUDGET.
+# EPOCHS, LEARNED_EPOCHS, SMALL_ARGS, BIG_ARGS, PIPE_ARGS, LIMIT_SMALL,
+# LIMIT_BIG, LIMIT_PIPE, LIMIT_TRAIN, BUDGET.
 set -uo pipefail
 START=$(date +%s)
-BUDGET=${BUDGET:-450}
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the results directory}"
 mkdir -p "$OUT"
@@ -41,12 +46,16 @@ if [ "${TINY:-0}" = 1 ]; then
   BIG_ARGS=${BIG_ARGS:-models=lenet5,ks=2,rows=inference+parity,steps=1,repeats=1,batch=8,inference_batch=8,peak_size=256,bandwidth_mib=16}
   DATASET=${DATASET:-embedded} MODEL=${MODEL:-mlp} ENCODER=${ENCODER:-mlp}
   BASE_EPOCHS=${BASE_EPOCHS:-1} EPOCHS=${EPOCHS:-1} LEARNED_EPOCHS=${LEARNED_EPOCHS:-1}
+  PIPE_ARGS=${PIPE_ARGS:---generated=6000 --max_device_bytes=1048576 --repeats=1}
+  LIMIT_PIPE=${LIMIT_PIPE:-120} BUDGET=${BUDGET:-720}
 else
   SMALL_ARGS=${SMALL_ARGS:-models=mlp,lenet5,ks=2,4,encoders=mlp+conv,steps=20,repeats=5,batch=256,inference_batch=4096,code_batch=8192,peak_size=8192,bandwidth_mib=1024}
   BIG_ARGS=${BIG_ARGS:-models=vgg11,resnet18,resnet152,ks=2,rows=inference+parity,steps=10,repeats=3,batch=128,inference_batch=512,peak_size=8192,bandwidth_mib=1024}
   DATASET=${DATASET:-npz:${DATA:-data/mnist}} MODEL=${MODEL:-resnet18}
   ENCODER=${ENCODER:-conv}
   BASE_EPOCHS=${BASE_EPOCHS:-3} EPOCHS=${EPOCHS:-3} LEARNED_EPOCHS=${LEARNED_EPOCHS:-3}
+  PIPE_ARGS=${PIPE_ARGS:---generated=120000 --max_device_bytes=67108864 --repeats=3}
+  LIMIT_PIPE=${LIMIT_PIPE:-60} BUDGET=${BUDGET:-520}
 fi
 
 # part NAME LIMIT COMMAND...: COMMAND within LIMIT seconds and what is left of
@@ -95,19 +104,28 @@ if [[ $DATASET == npz:* && ! -f ${DATASET#npz:}/train.npz ]]; then
   echo "no ${DATASET#npz:}/train.npz: copy ../shared/data/mnist to data/mnist and carry it"; exit 1
 fi
 
-part "benchmark: small models" "${LIMIT_SMALL:-170}" "$PY" benchmark.py \
+part "benchmark: small models" "${LIMIT_SMALL:-160}" "$PY" benchmark.py \
     --config "configs/benchmark.py:$SMALL_ARGS,name=bench_small" --out "$WORK"
-part "benchmark: big models" "${LIMIT_BIG:-110}" "$PY" benchmark.py \
+part "benchmark: big models" "${LIMIT_BIG:-100}" "$PY" benchmark.py \
     --config "configs/benchmark.py:$BIG_ARGS,name=bench_big" --out "$WORK"
 for name in bench_small bench_big; do
   [ -f "$WORK/$name.json" ] && cp "$WORK/$name.json" "$OUT/"
   [ -f "$WORK/$name.md" ] && { echo "## $name"; echo; cat "$WORK/$name.md"; echo; }
 done > "$OUT/benchmark.md"
 
-part "train: $MODEL parity model, k=2" "${LIMIT_TRAIN:-90}" "$PY" train.py \
+# shellcheck disable=SC2086  # PIPE_ARGS holds several flags
+part "pipeline: stream vs memory, mlp" "$LIMIT_PIPE" "$PY" \
+    benchmarks/pipeline.py --dataset="$DATASET" --model=mlp $PIPE_ARGS \
+    --out="$OUT/pipeline_mlp.md"
+# shellcheck disable=SC2086
+part "pipeline: stream vs memory, lenet5" "$LIMIT_PIPE" "$PY" \
+    benchmarks/pipeline.py --dataset="$DATASET" --model=lenet5 $PIPE_ARGS \
+    --generated=0 --out="$OUT/pipeline_lenet5.md"
+
+part "train: $MODEL parity model, k=2" "${LIMIT_TRAIN:-75}" "$PY" train.py \
     --config "configs/parity.py:dataset=$DATASET,model=$MODEL,k=2,base_epochs=$BASE_EPOCHS,epochs=$EPOCHS" \
     --workdir "$WORK/parity"
-part "train: $MODEL learned $ENCODER code, k=2" "${LIMIT_TRAIN:-90}" "$PY" train.py \
+part "train: $MODEL learned $ENCODER code, k=2" "${LIMIT_TRAIN:-75}" "$PY" train.py \
     --config "configs/learned.py:dataset=$DATASET,model=$MODEL,encoder=$ENCODER,k=2,base_epochs=$BASE_EPOCHS,epochs=$LEARNED_EPOCHS" \
     --config.base_workdir="$WORK/parity" --workdir "$WORK/learned"
 for run in parity learned; do

@@ -2,7 +2,7 @@
 
   python benchmarks/pipeline.py [--dataset npz:../shared/data/mnist] \
       [--model mlp] [--generated 120000] [--max_device_bytes 67108864] \
-      [--repeats 5]
+      [--repeats 5] [--out pipeline.md]
 
 Rows: (1) the parity-model stage (summation code, k = 2, 64 groups a step)
 on `--dataset`, an epoch through `training.epoch` over device-resident
@@ -13,6 +13,7 @@ temporary .npy file and memory-mapped, larger than `--max_device_bytes` (so
 where the host can hold it, for reference). Prints a Markdown table: median
 epoch seconds, groups/s, examples/s (groups x k) and stream / memory, and
 the loader alone: the stream path's chunks placed on the device, no step.
+`--out` also writes the printed lines to a file (`benchmarks/gpu.sh`).
 """
 
 import os
@@ -42,6 +43,7 @@ _MAX_DEVICE_BYTES = flags.DEFINE_integer(
     "max_device_bytes", 64 * 2**20, "The device budget the generated "
     "dataset exceeds.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed epochs per path.")
+_OUT = flags.DEFINE_string("out", "", "Also write the output to this file.")
 
 
 def _row(exp, images, targets, repeats):
@@ -110,6 +112,14 @@ def _table(rows):
 
 def main(argv):
   del argv
+  lines = []
+
+  def say(text):
+    print(text, flush=True)
+    lines.append(text)
+    if _OUT.value:
+      with open(_OUT.value, "w") as f:
+        f.write("\n\n".join(lines) + "\n")
   config = parity_config.get_config(f"dataset={_DATASET.value},"
                                     f"model={_MODEL.value}")
   exp = experiment.setup(config, tempfile.gettempdir())
@@ -118,13 +128,13 @@ def main(argv):
   outputs_NC = models.predict(exp.model, base_vars, train.image,
                               exp.dataset.mean, exp.dataset.std)
   machine = timing.machine()
-  print(f"{machine['device']} x{machine['devices']}, {machine['cpus']} "
-        f"CPUs, load average at start {machine['loadavg_start']}, "
-        f"{machine['utc']}", flush=True)
+  say(f"{machine['device']} x{machine['devices']}, {machine['cpus']} "
+      f"CPUs, load average at start {machine['loadavg_start']}, "
+      f"{machine['utc']}")
   mib = (train.image.nbytes + outputs_NC.nbytes) / 2**20
   rows = [((config.dataset, len(train.image), mib),
            _row(exp, train.image, outputs_NC, _REPEATS.value))]
-  print(_table(rows), flush=True)
+  say(_table(rows))
   if _GENERATED.value:
     n = _GENERATED.value
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,8 +154,8 @@ def main(argv):
                          f"--max_device_bytes={_MAX_DEVICE_BYTES.value:,}")
       rows.append((("generated, memory-mapped", n, size / 2**20),
                    _row(exp, image, targets, _REPEATS.value)))
-    print(_table(rows[1:]), flush=True)
-  print(f"load average at end {list(os.getloadavg())}")
+    say(_table(rows[1:]))
+  say(f"load average at end {list(os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,17 @@ out from train. Names:
   whose builder needs TensorFlow). A dataset without a test split (e.g.
   `cats_vs_dogs`) gets one held out from train.
 
+With `lazy=True` (a run that may stream its training set, `jaxcc.pipeline`)
+a tfds image dataset keeps its training inputs in the data source: the split's
+`image` is a `SourceArray`, whose rows are read by index (ArrayRecord random
+access) only when a batch, a prediction or a statistic needs them. What needs
+the data is decided so: the labels (or boxes) are read whole at load, in one
+pass that skips image decoding, and checked as usual; the normalisation
+statistics come from at most `STATS_EXAMPLES` training images (all of them
+below that, so a lazy and an eager load agree exactly; above it, a seeded
+sample); a validation or test split held out from train is taken by index and
+read into memory, as are the source's own validation and test splits.
+
 Speech clips become spectrograms once, at load time (`jaxcc.audio`).
 `image_size` resizes every image to a square (needed where sizes vary, as in
 `cats_vs_dogs` and `caltech_birds2011`); normalised boxes are unchanged.
@@ -45,10 +56,14 @@ DIGITS_LOCALIZATION = "digits-localization"
 CLASSIFICATION = "classification"
 LOCALIZATION = "localization"
 _EMBEDDED_TEST_SIZE = 1000
+# Training images a lazy split's normalisation statistics read at most.
+STATS_EXAMPLES = 100_000
+_READ_CHUNK = 1024  # rows np.asarray(SourceArray) reads at a time
 
 
 class Split(NamedTuple):
-  image: np.ndarray  # (N, H, W, C) uint8 images or float32 spectrograms
+  image: np.ndarray  # (N, H, W, C) uint8 images, float32 spectrograms, or
+  # a SourceArray of uint8 images (a lazy training split)
   label: np.ndarray  # (N,) int32 classes, or (N, 4) float32 boxes
 
 
@@ -79,6 +94,66 @@ class Dataset(NamedTuple):
     return self.num_classes
 
 
+class SourceArray:
+  """`(N, H, W, C)` uint8 images read on demand from a tfds data source.
+
+  Indexing with an integer, a slice or an integer array reads those records
+  (one random access each) and returns a NumPy array, resized to
+  `image_size` if it is set; `take(rows)` is a lazy view of some rows;
+  `np.asarray` reads every row. `shape`, `dtype` and `nbytes` need no reads.
+  """
+
+  def __init__(self, source, image_shape, *, rows=None, image_size=0,
+               name=""):
+    if image_size:
+      image_shape = (image_size, image_size, image_shape[-1])
+    if any(d is None for d in image_shape):
+      raise ValueError(f"{name} images vary in size ({image_shape}); set "
+                       "image_size, e.g. image_size=224")
+    self.source, self.name, self.image_size = source, name, image_size
+    self.rows = (np.arange(len(source)) if rows is None else
+                 np.asarray(rows, np.int64))
+    self.dtype = np.dtype(np.uint8)
+    self.shape = (len(self.rows),) + tuple(image_shape)
+
+  ndim = property(lambda self: len(self.shape))
+  size = property(lambda self: int(np.prod(self.shape)))
+  nbytes = property(lambda self: self.size * self.dtype.itemsize)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __repr__(self) -> str:
+    return f"SourceArray({self.name}, shape={self.shape})"
+
+  def take(self, rows) -> "SourceArray":
+    """The lazy view of `rows` (integer indices into this array)."""
+    return SourceArray(self.source, self.shape[1:], rows=self.rows[rows],
+                       name=self.name, image_size=self.image_size)
+
+  def __getitem__(self, key) -> np.ndarray:
+    if isinstance(key, (int, np.integer)):
+      return self[np.asarray([key])][0]
+    rows = self.rows[key]
+    flat = rows.reshape(-1).tolist()
+    images = [np.asarray(self.source[i]["image"]) for i in flat]
+    if self.image_size:
+      images = [_resize(image, self.image_size) for image in images]
+    for image in images:
+      if image.shape != self.shape[1:]:
+        raise ValueError(f"{self.name} image of shape {image.shape} in "
+                         f"images of shape {self.shape[1:]}; set image_size")
+    out = (np.stack(images).astype(np.uint8) if images else
+           np.zeros((0,) + self.shape[1:], np.uint8))
+    return out.reshape(rows.shape + self.shape[1:])
+
+  def __array__(self, dtype=None, copy=None):
+    del copy  # always a new array
+    out = np.concatenate([self[i:i + _READ_CHUNK]
+                          for i in range(0, max(len(self), 1), _READ_CHUNK)])
+    return out if dtype is None else out.astype(dtype)
+
+
 class _Source(NamedTuple):
   """What a loader returns; missing splits are held out from train."""
   train: Split
@@ -89,7 +164,8 @@ class _Source(NamedTuple):
 
 
 def load(name: str, *, validation_size: Optional[int] = None, seed: int = 0,
-         data_dir: Optional[str] = None, image_size: int = 0) -> Dataset:
+         data_dir: Optional[str] = None, image_size: int = 0,
+         lazy: bool = False) -> Dataset:
   """Loads a dataset by name (see the module docstring).
 
   Args:
@@ -100,6 +176,8 @@ def load(name: str, *, validation_size: Optional[int] = None, seed: int = 0,
     seed: seed of the hold-outs (and of the embedded test split).
     data_dir: tfds data directory.
     image_size: resize images to `image_size` x `image_size` (0: keep).
+    lazy: keep a tfds image dataset's training inputs in its data source
+      (`SourceArray`, see the module docstring); other datasets load whole.
   """
   if not isinstance(name, str) or not name:
     raise ValueError(f"dataset name must be a non-empty string, got {name!r}")
@@ -110,7 +188,7 @@ def load(name: str, *, validation_size: Optional[int] = None, seed: int = 0,
   elif name.startswith("npz:"):
     source = _npz(name[len("npz:"):])
   else:
-    source = _tfds(name, data_dir, image_size)
+    source = _tfds(name, data_dir, image_size, lazy)
   train, validation, test = source.train, source.validation, source.test
   for split_name, split in (("train", train), ("validation", validation),
                             ("test", test)):
@@ -137,7 +215,7 @@ def load(name: str, *, validation_size: Optional[int] = None, seed: int = 0,
       if split.label.max() >= num_classes:
         raise ValueError(f"{name} {split_name} has label {split.label.max()}"
                          f" but the dataset has {num_classes} classes")
-  mean, std = _channel_stats(train.image)
+  mean, std = _channel_stats(_stats_rows(train.image, seed + 3))
   return Dataset(name=name, train=train, validation=validation, test=test,
                  num_classes=num_classes, mean=mean, std=std,
                  task=source.task)
@@ -245,7 +323,7 @@ def _npz(directory):
   return _Source(train, read("val"), test)
 
 
-def _tfds(name, data_dir, image_size):
+def _tfds(name, data_dir, image_size, lazy):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -282,6 +360,17 @@ def _tfds(name, data_dir, image_size):
       y = np.array([e["label"] for e in examples], dtype=np.int32)
     return Split(x, y)
 
+  def read_lazy(source):
+    """The inputs left in `source`; the targets read in one pass that
+    skips decoding the images."""
+    targets = tfds.data_source(name, split="train", data_dir=data_dir,
+                               decoders={"image": tfds.decode.SkipDecoding()})
+    key = "bbox" if task == LOCALIZATION else "label"
+    y = np.array([np.asarray(targets[i][key]) for i in range(len(targets))],
+                 np.float32 if task == LOCALIZATION else np.int32)
+    return Split(SourceArray(source, features["image"].shape, name=name,
+                             image_size=image_size), y)
+
   sources = tfds.data_source(name, data_dir=data_dir)  # every split
   if not sources:  # split names unknown in advance (tfds mock data)
     sources = {s: tfds.data_source(name, split=s, data_dir=data_dir)
@@ -290,7 +379,9 @@ def _tfds(name, data_dir, image_size):
     raise ValueError(f"tfds dataset {name!r} has no train split; it has "
                      f"{sorted(sources)}")
   splits = {s: read(sources[s]) if s in sources else None
-            for s in ("train", "validation", "test")}
+            for s in ("validation", "test")}
+  splits["train"] = (read_lazy if lazy and inputs == "image" else read)(
+      sources["train"])
   num_classes = None
   if task == CLASSIFICATION:
     num_classes = getattr(features["label"], "num_classes", None)
@@ -340,8 +431,24 @@ def _hold_out(train, size, seed, what):
                      f"for {what}: it must be between 1 and {n - 1}")
   order = np.random.default_rng(seed).permutation(n)
   held, kept = np.sort(order[:size]), np.sort(order[size:])
-  return (Split(train.image[kept], train.label[kept]),
-          Split(train.image[held], train.label[held]))
+  return (Split(_rows(train.image, kept), train.label[kept]),
+          Split(np.asarray(_rows(train.image, held)), train.label[held]))
+
+
+def _rows(images, rows):
+  """`images[rows]`, kept lazy for a `SourceArray`."""
+  return images.take(rows) if isinstance(images, SourceArray) else (
+      images[rows])
+
+
+def _stats_rows(images, seed):
+  """The images the statistics read: all, except a seeded sample of
+  `STATS_EXAMPLES` of a lazy split that has more."""
+  if not isinstance(images, SourceArray) or len(images) <= STATS_EXAMPLES:
+    return images
+  rng = np.random.default_rng(seed)
+  return images.take(np.sort(rng.choice(len(images), STATS_EXAMPLES,
+                                        replace=False)))
 
 
 def _channel_stats(images, chunk=1024):

@@ -43,7 +43,8 @@ def setup(config, workdir: str) -> Experiment:
   code, approach = choose(config)
   dataset = data.load(config.dataset, validation_size=config.validation_size,
                       seed=config.data_seed, data_dir=config.data_dir or None,
-                      image_size=config.image_size)
+                      image_size=config.image_size,
+                      lazy=config.input_pipeline != "memory")
   task = tasks.for_dataset(dataset)
   if (task.name == data.LOCALIZATION and approach.name == "learned" and
       config.learned.loss != "mse-base"):

@@ -2,14 +2,16 @@
 
 For a training set that does not fit the device (config `input_pipeline`),
 each epoch reads its examples from host arrays (NumPy arrays in memory or
-memory-mapped: anything `np.take` reads) instead of gathering them from
+memory-mapped, or a tfds data source's records as `data.SourceArray`:
+anything that integer-array indexing reads) instead of gathering them from
 device-resident arrays. The order is the in-memory path's: the epoch's
 indices come from the same `indices(key, num_examples)` function
 (`training.batch_indices`, `training.group_indices`) and the same key, so
 both paths train on the same batches; shuffling by seed and epoch is the
 key's (`jax.random.fold_in(stage_key, epoch)`).
 
-grain gathers chunks of S steps on background threads (`host_dataset`);
+grain gathers chunks of S steps on background threads (`host_dataset`;
+a `SourceArray` reads its records there, by index);
 `device_batches` places each chunk on the device a few chunks ahead,
 assembled into the global batch of the data mesh. With several processes
 (`jax.distributed`), each process gathers only its own rows of every step
@@ -91,7 +93,7 @@ def host_dataset(arrays: Mapping[str, np.ndarray], indices, *,
   def gather(first):
     idx_SR = indices_SR[first:first + steps_per_chunk]
     flat = idx_SR.reshape(-1)
-    return {name: np.take(a, flat, axis=0).reshape(idx_SR.shape + a.shape[1:])
+    return {name: np.asarray(a[flat]).reshape(idx_SR.shape + a.shape[1:])
             for name, a in arrays.items()}
 
   return grain.MapDataset.range(start_step, steps, steps_per_chunk).map(

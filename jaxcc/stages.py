@@ -86,7 +86,8 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
   ctx = _Context(config, mesh, place,
                  training.normalizer(exp.dataset.mean, exp.dataset.std),
                  training.EpochLoop(config.epoch_loop),
-                 None if stream else place(exp.dataset.train.image),
+                 None if stream else place(np.asarray(
+                     exp.dataset.train.image)),  # a SourceArray read whole
                  logs.MetricWriter(workdir))
   try:
     base_state = _train_base(exp, ctx)

@@ -120,3 +120,64 @@ def test_test_groups_are_seeded():
   assert a.shape == (3, 3) and len(np.unique(a)) == 9
   with pytest.raises(ValueError):
     data.test_groups(2, 3)
+
+
+# A lazy tfds training split (`lazy=True`): read from the data source.
+
+
+def _counting(monkeypatch):
+  """Counts the training rows a SourceArray reads."""
+  read, rows = data.SourceArray.__getitem__, []
+
+  def counted(self, key):
+    out = read(self, key)
+    rows.append(len(np.asarray(self.rows[key]).reshape(-1)))
+    return out
+  monkeypatch.setattr(data.SourceArray, "__getitem__", counted)
+  return rows
+
+
+def test_a_lazy_tfds_split_equals_the_loaded_one(monkeypatch):
+  with tfds.testing.mock_data(num_examples=30):
+    eager = data.load("mnist", validation_size=5)
+    rows = _counting(monkeypatch)
+    lazy = data.load("mnist", validation_size=5, lazy=True)
+    assert rows == [5, 25]  # the validation split, then the statistics
+    train = lazy.train.image
+    assert isinstance(train, data.SourceArray)
+    assert (train.shape, train.dtype, train.nbytes) == (
+        eager.train.image.shape, np.uint8, eager.train.image.nbytes)
+    np.testing.assert_array_equal(np.asarray(train), eager.train.image)
+    idx = np.array([[3, 0], [7, 7]])
+    np.testing.assert_array_equal(train[idx], eager.train.image[idx])
+    np.testing.assert_array_equal(train[4], eager.train.image[4])
+  for split in ("train", "validation", "test"):
+    np.testing.assert_array_equal(getattr(lazy, split).label,
+                                  getattr(eager, split).label)
+  for split in ("validation", "test"):  # read into memory
+    assert isinstance(getattr(lazy, split).image, np.ndarray)
+    np.testing.assert_array_equal(getattr(lazy, split).image,
+                                  getattr(eager, split).image)
+  np.testing.assert_array_equal(lazy.mean, eager.mean)
+  np.testing.assert_array_equal(lazy.std, eager.std)
+
+
+def test_lazy_statistics_read_a_bounded_sample(monkeypatch):
+  monkeypatch.setattr(data, "STATS_EXAMPLES", 10)
+  with tfds.testing.mock_data(num_examples=30):
+    rows = _counting(monkeypatch)
+    lazy = data.load("mnist", validation_size=5, lazy=True)
+    assert rows == [5, 10]
+    eager = data.load("mnist", validation_size=5)  # all 25
+  assert not np.array_equal(lazy.mean, eager.mean)
+  np.testing.assert_allclose(lazy.mean, eager.mean, atol=0.05)
+
+
+def test_lazy_images_of_another_size_are_refused():
+  with tfds.testing.mock_data(num_examples=8):
+    train = data.load("mnist", validation_size=2, lazy=True).train.image
+    wrong = data.SourceArray(train.source, (14, 14, 1), name="mnist")
+    with pytest.raises(ValueError, match=r"shape \(28, 28, 1\) in images of"):
+      wrong[0]
+  with pytest.raises(ValueError, match="vary in size"):
+    data.SourceArray([], (None, None, 3), name="x")

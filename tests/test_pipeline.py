@@ -10,8 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from configs import parity as parity_config
+from jaxcc import data
+from jaxcc import experiment
 from jaxcc import pipeline
 from jaxcc import stages
 from jaxcc import training
@@ -206,6 +209,39 @@ def test_device_batches_assemble_the_global_batch_on_a_mesh():
     np.testing.assert_array_equal(np.asarray(got["images"]), want["images"])
 
 
+# A tfds data source read by index (`data.SourceArray`, tfds mock data).
+
+
+def test_a_tfds_source_streams_the_in_memory_batches(monkeypatch):
+  with tfds.testing.mock_data(num_examples=_N + 3):
+    images = data.load("mnist", validation_size=3, lazy=True).train.image
+    assert isinstance(images, data.SourceArray) and len(images) == _N
+    targets = _arrays()["targets"]
+    indices, key = training.group_indices(2, 4), jax.random.PRNGKey(6)
+    memory_state, memory_losses = training.epoch(
+        _toy_step, indices, training.EpochLoop.SCAN)(
+            jnp.zeros((784, 3)), key, scale=jnp.float32(0.5),
+            **jax.device_put({"images": np.asarray(images),
+                              "targets": targets}))
+    read, rows = data.SourceArray.__getitem__, []
+    monkeypatch.setattr(data.SourceArray, "__getitem__", lambda self, k: (
+        rows.append(np.size(k)), read(self, k))[1])
+    stream_state, stream_losses = pipeline.epoch(
+        _toy_step, indices, {"images": images, "targets": targets},
+        training.EpochLoop.SCAN)(jnp.zeros((784, 3)), key,
+                                 scale=jnp.float32(0.5))
+    assert sum(rows) == _N // 8 * 8  # each training group's members, once
+    np.testing.assert_allclose(stream_losses, memory_losses, rtol=1e-6)
+    np.testing.assert_allclose(stream_state, memory_state, rtol=1e-6)
+    rows.clear()  # per-host sharding: a process reads only its rows
+    share = _stacked(_chunks({"images": images}, indices(key, _N),
+                             steps_per_chunk=4, process_index=1,
+                             process_count=2))["images"]
+    assert sum(rows) == _N // 8 * 4
+    whole = np.asarray(images)[np.asarray(indices(key, _N))]
+    np.testing.assert_array_equal(share, whole[:, 2:].reshape(share.shape))
+
+
 # Training through stages.train (the embedded digits, a tiny budget).
 
 _TINY = ("base_epochs=2,epochs=3,validation_size=200,checkpoint_every_secs=0,"
@@ -249,6 +285,27 @@ def test_stream_and_memory_train_to_the_same_state(tmp_path, monkeypatch):
   stages.train(_config("max_device_bytes=1000"), str(tmp_path / "stream"))
   assert len(streamed) == 2 + 3  # every epoch of both stages streamed
   _assert_same(_states(tmp_path / "stream"), _states(tmp_path / "memory"))
+
+
+@pytest.mark.slow
+def test_a_streamed_tfds_source_trains_as_the_memory_path(tmp_path,
+                                                          monkeypatch):
+  config = ("dataset=mnist,validation_size=30,base_epochs=1,epochs=2,"
+            "checkpoint_every_secs=0,eval_every=100,input_pipeline=")
+  load, loaded = data.load, {}
+
+  def spied_load(*args, **kwargs):
+    loaded[kwargs["lazy"]] = load(*args, **kwargs)
+    return loaded[kwargs["lazy"]]
+  monkeypatch.setattr(experiment.data, "load", spied_load)
+  with tfds.testing.mock_data(num_examples=300):
+    for pipe in ("memory", "stream"):
+      stages.train(parity_config.get_config(config + pipe),
+                   str(tmp_path / pipe))
+    # memory loads the split whole; stream reads records from the source
+    assert isinstance(loaded[True].train.image, data.SourceArray)
+    assert isinstance(loaded[False].train.image, np.ndarray)
+    _assert_same(_states(tmp_path / "stream"), _states(tmp_path / "memory"))
 
 
 class _Interrupt(Exception):
