@@ -51,8 +51,9 @@ _NUM_BASE = flags.DEFINE_integer("num_base", 2, "Base-model instances (a "
                                  "multiple of k); k of them share a parity "
                                  "instance.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 64, "Most examples in one "
-                                  "query; every batch bucket up to it is "
-                                  "compiled at start.")
+                                  "query, and in one call of a worker (queued "
+                                  "queries are batched up to it); every batch "
+                                  "bucket up to it is compiled at start.")
 _MODE = flags.DEFINE_enum("mode", "parm", ["parm", "none"], "parm: coded "
                           "(num_base / k redundant instances); none: no "
                           "redundancy.")
@@ -61,8 +62,10 @@ _FAULTS = flags.DEFINE_bool("faults", False, "Inject the config's faults "
 _DRAIN_S = flags.DEFINE_float("drain_s", 30.0, "On shutdown, how long "
                               "queries in progress may take to finish.")
 _CODING = flags.DEFINE_enum("coding", "thread", ["thread", "inline"],
-                            "Encode and decode in a thread, off the event "
-                            "loop, or inline on it.")
+                            "For codes that are not linear (learned, "
+                            "concatenation): encode and decode in a thread, "
+                            "off the event loop, or inline on it. Linear "
+                            "codes always code inline with NumPy (microseconds).")
 _DEMO = flags.DEFINE_integer("demo", 0, "Send this many test digits over "
                              "HTTP, print a summary and exit (0: serve on).")
 
@@ -127,7 +130,8 @@ async def _serve_local(config, served, dataset):
                 parity=pools[1].stats() if len(pools) > 1 else None,
                 http=server.stats(),
                 code=served.code.name if _MODE.value == "parm" else None,
-                coding=_CODING.value, cpu_s=time.process_time(),
+                coding=("numpy" if served.code.maps is not None
+                        else _CODING.value), cpu_s=time.process_time(),
                 encode_us=_median(frontend.encode_us),
                 decode_us=_median(frontend.decode_us))
 

@@ -20,9 +20,15 @@ at `--start_rate` that precedes its probes).
 `--in_process` measures the frontend alone instead: the coding frontend in
 this process over in-process instances that answer zeros after 1 ms (no
 HTTP, no workers), `--queries` queries at each of `--rates` (default 200),
-without a code, with ParM's k = 2 code encoded and decoded inline, and in a
-one-thread executor; it reports the process's CPU time per query and the
-latency percentiles, in turn, `--repeats` times.
+without a code and with ParM's k = 2 code, coded in NumPy (the summation
+code's `maps`, inline) and jitted (its maps dropped) inline and in a
+one-thread executor; it reports the process's CPU time per query, the
+latency percentiles and the median encode and decode times, in turn,
+`--repeats` times. With `--slow_prob 0.05`, 5 % of the instances' answers
+take 20 ms instead of 1 ms, so that some groups decode.
+
+`--max_batch 8` starts `serve.py` with that `--max_batch` (default 1): its
+pools then batch queued queries into calls of up to 8 rows.
 
 `--rates 100,200` measures those rates only (no search), e.g. to compare
 coding inline and in a thread (`--configs local:parm:inline,local:parm:
@@ -80,7 +86,7 @@ class Server:
     command = [sys.executable, "serve.py", f"--config={config}",
                f"--backend={backend}", f"--mode={mode}", f"--port={port}",
                f"--coding={coding if coding == 'inline' else 'thread'}",
-               "--max_batch=1"]
+               f"--max_batch={args.max_batch}"]
     self._process = subprocess.Popen(command, cwd=_ROOT,
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -171,26 +177,33 @@ def search(server, args, bodies):
 
 
 class _Zeros:
-  """An in-process instance answering zeros after `service_s`."""
+  """An in-process instance answering zeros after `service_s`, or with
+  probability `slow_prob` after `slow_s`."""
   alive = True
 
-  def __init__(self, service_s=1e-3, num_outputs=10):
+  def __init__(self, slow_prob=0.0, seed=0, service_s=1e-3, slow_s=0.02,
+               num_outputs=10):
     self._service_s, self._num_outputs = service_s, num_outputs
+    self._slow_prob, self._slow_s = slow_prob, slow_s
+    self._rng = np.random.default_rng(seed)
 
   def call(self, x_B, delay_s):
     del delay_s
     loop = asyncio.get_running_loop()
     future = loop.create_future()
-    loop.call_later(self._service_s, future.set_result,
+    slow = self._slow_prob and self._rng.random() < self._slow_prob
+    loop.call_later(self._slow_s if slow else self._service_s,
+                    future.set_result,
                     np.zeros((len(x_B), self._num_outputs), np.float32))
     return future
 
 
-async def _frontend_alone(code, executor, rate, num_queries, seed=0):
-  """CPU us per query, p50 and p99 ms, median encode us of a frontend over
-  2 + 1 in-process instances at Poisson `rate`."""
-  base = serving.SharedQueuePool([_Zeros(), _Zeros()])
-  parities = [serving.SharedQueuePool([_Zeros()])] if code else []
+async def _frontend_alone(code, executor, rate, num_queries, slow_prob=0.0,
+                          seed=0):
+  """CPU us per query, p50 and p99 ms, median encode and decode us of a
+  frontend over 2 + 1 in-process instances at Poisson `rate`."""
+  base = serving.SharedQueuePool([_Zeros(slow_prob, 1), _Zeros(slow_prob, 2)])
+  parities = [serving.SharedQueuePool([_Zeros(slow_prob, 3)])] if code else []
   frontend = serving.Frontend(base, np.zeros(10), code=code,
                               parity_pools=parities, group_timeout_s=0.02,
                               executor=executor)
@@ -203,35 +216,51 @@ async def _frontend_alone(code, executor, rate, num_queries, seed=0):
   ms = 1e3 * np.array([p.latency_s for p in predictions])
   return {"cpu_us_per_query": cpu_us, "p50_ms": float(np.median(ms)),
           "p99_ms": float(np.percentile(ms, 99)),
-          "encode_us": (float(np.median(frontend.encode_us))
-                        if frontend.encode_us else None)}
+          "encode_us": _median(frontend.encode_us),
+          "decode_us": _median(frontend.decode_us),
+          "decodes": len(frontend.decode_us)}
+
+
+def _median(values):
+  return float(np.median(values)) if values else None
 
 
 def in_process(args):
-  """The frontend's own cost: no code, coded inline, coded in a thread."""
+  """The frontend's own cost: no code; coded in NumPy; jitted, inline and
+  in a thread."""
   code = jaxcc.codes.summation(2)
+  jitted = code._replace(maps=None)
+  isolated = {name: _bench.coding_cost_us(c, (28, 28, 1), 10)
+              for name, c in (("numpy", code), ("jit", jitted))}
+  print(json.dumps({"isolated_us": isolated}), flush=True)
   rows = []
   with concurrent.futures.ThreadPoolExecutor(1, "coding") as thread:
     for _ in range(args.repeats):
       for rate in [float(r) for r in (args.rates or "200").split(",")]:
-        for name, c, executor in (("none", None, None),
-                                  ("parm", code, None),
-                                  ("parm", code, thread)):
-          row = asyncio.run(_frontend_alone(c, executor, rate, args.queries))
-          row.update(mode=name, coding="thread" if executor else "inline",
-                     rate=rate, load_average=os.getloadavg()[0])
+        for coding, c, executor in (("-", None, None),
+                                    ("numpy", code, None),
+                                    ("jit inline", jitted, None),
+                                    ("jit thread", jitted, thread)):
+          row = asyncio.run(_frontend_alone(c, executor, rate, args.queries,
+                                            args.slow_prob))
+          row.update(mode="parm" if c else "none", coding=coding, rate=rate,
+                     load_average=os.getloadavg()[0])
           print(json.dumps(row), flush=True)
           rows.append(row)
   with open(os.path.join(args.out, "in_process.json"), "w") as f:
-    json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+    json.dump({"args": vars(args), "isolated_us": isolated, "rows": rows}, f,
+              indent=1)
   lines = ["| redundancy | coding | rate /s | frontend CPU us/query | p50 ms | "
-           "p99 ms | encode us | load average |", "|" + " --- |" * 8]
+           "p99 ms | encode us | decode us (decodes) | load average |",
+           "|" + " --- |" * 9]
   for r in rows:
     encode = "-" if r["encode_us"] is None else f"{r['encode_us']:.0f}"
-    coding = r["coding"] if r["mode"] != "none" else "-"
-    lines.append(f"| {r['mode']} | {coding} | {r['rate']:g} | "
+    decode = ("-" if r["decode_us"] is None else
+              f"{r['decode_us']:.0f} ({r['decodes']})")
+    lines.append(f"| {r['mode']} | {r['coding']} | {r['rate']:g} | "
                  f"{r['cpu_us_per_query']:.0f} | {r['p50_ms']:.2f} | "
-                 f"{r['p99_ms']:.1f} | {encode} | {r['load_average']:.1f} |")
+                 f"{r['p99_ms']:.1f} | {encode} | {decode} | "
+                 f"{r['load_average']:.1f} |")
   print("\n".join(lines))
 
 
@@ -250,11 +279,18 @@ def main():
   parser.add_argument("--bisections", type=int, default=3)
   parser.add_argument("--rates", default="", help="fixed rates, no search")
   parser.add_argument("--connections", type=int, default=64)
+  parser.add_argument("--max_batch", type=int, default=1,
+                      help="serve.py --max_batch: workers compile buckets "
+                      "up to it and the pool batches queued queries into "
+                      "calls of up to that many rows (1: no batching)")
   parser.add_argument("--timeout_s", type=float, default=10.0)
   parser.add_argument("--port", type=int, default=8140)
   parser.add_argument("--repeats", type=int, default=1)
   parser.add_argument("--in_process", action="store_true")
   parser.add_argument("--queries", type=int, default=2000)
+  parser.add_argument("--slow_prob", type=float, default=0.0,
+                      help="--in_process: the fraction of answers that take "
+                      "20 ms instead of 1 ms (so that groups decode)")
   parser.add_argument("--out", default="runs/capacity")
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)

@@ -243,6 +243,46 @@ def test_late_answers_reset_the_missed_deadlines():
   assert late.calls == 5 and pool.stats()["unresponsive"] == 0
 
 
+def test_queued_requests_are_batched_up_to_max_rows_and_split_back():
+  f = _linear_f()
+  rows = []
+  instance = _Instance(lambda x: rows.append(len(x)) or f(x), service_s=0.01)
+  pool = serving.SharedQueuePool([instance], max_rows=5)
+  shapes = [(1, 6), (2, 6), (1, 6), (1, 6), (1, 6), (1, 2, 3), (1, 6),
+            (6, 6), (1, 6)]
+  queries = [_queries(1, seed=i, shape=s)[0] for i, s in enumerate(shapes)]
+
+  async def scenario():
+    futures = [pool.submit(x) for x in queries]  # The first goes alone.
+    futures[3].cancel()  # Withdrawn while queued: skipped.
+    return await asyncio.gather(*futures, return_exceptions=True)
+
+  results = _simulator.simulate(scenario())
+  # Calls: [0], [1, 2, 4] (4 rows; 5 differs in shape), [5] (6 differs),
+  # [6] (7 does not fit), [7] (more rows than fit, alone), [8].
+  assert rows == [1, 4, 1, 1, 6, 1]
+  for i in (0, 1, 2, 4, 5, 6, 7, 8):
+    np.testing.assert_allclose(results[i], f(queries[i]), rtol=1e-6)
+  assert pool.stats()["started"] == 8 and len(pool.service_s) == 8
+  with pytest.raises(ValueError, match="max_rows"):
+    serving.SharedQueuePool([instance], max_rows=0)
+
+
+def test_a_batch_shares_its_instance_failure():
+  f = _linear_f()
+  failing = _Instance(f, slow=lambda i: RuntimeError("down") if i else 0.0)
+  pool = serving.SharedQueuePool([failing], max_rows=4)
+
+  async def scenario():
+    return await asyncio.gather(*(pool.submit(x) for x in _queries(4)),
+                                return_exceptions=True)
+
+  results = _simulator.simulate(scenario())
+  np.testing.assert_allclose(results[0], f(_queries(4)[0]), rtol=1e-6)
+  assert all(isinstance(r, RuntimeError) for r in results[1:])
+  assert failing.calls == 2
+
+
 def test_max_missed_above_max_in_flight_is_rejected():
   with pytest.raises(ValueError, match="max_missed <= max_in_flight"):
     serving.SharedQueuePool([], max_in_flight=2, max_missed=3)

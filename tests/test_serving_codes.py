@@ -1,4 +1,5 @@
-"""Serving a non-systematic code (ApproxIFER's Berrut) and coding in a thread.
+"""Serving a non-systematic code (ApproxIFER's Berrut), coding in a thread,
+and a linear code's NumPy coding (`_coding.Host`).
 
 Instances are in-process and time is virtual (`_simulator`), except where
 a test says otherwise.
@@ -6,6 +7,7 @@ a test says otherwise.
 
 import asyncio
 import concurrent.futures
+import itertools
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import pytest
 import jaxcc
 from jaxcc import serving
 from jaxcc.serving import _bench
+from jaxcc.serving import _coding
 from jaxcc.serving import _experiment
 from jaxcc.serving import _simulator
 
@@ -213,9 +216,13 @@ def test_sim_experiment_serves_approxifers_code(tmp_path):
     _experiment.code(serving_config.get_config("code=summation"), 2)
 
 
-def test_coding_in_a_thread_gives_the_same_answers():
-  """Real time: encode and decode in a one-thread executor."""
+@pytest.mark.parametrize("maps", [False, True])
+def test_coding_in_a_thread_gives_the_same_answers(maps):
+  """Real time: a jitted encode and decode in a one-thread executor; a
+  linear code's NumPy coding stays inline."""
   code = jaxcc.codes.berrut(2, 1, systematic=False)
+  if not maps:
+    code = code._replace(maps=None)
   f = _f()
   queries = _queries(6, seed=7)
 
@@ -237,7 +244,8 @@ def test_coding_in_a_thread_gives_the_same_answers():
 
   with Counting(1) as executor:
     threaded = asyncio.run(serve(executor))
-  assert Counting.calls == 3 + 3  # 3 groups: an encode and a decode each.
+  # 3 groups: an encode and a decode each, unless coded with NumPy inline.
+  assert Counting.calls == (0 if maps else 3 + 3)
   inline = asyncio.run(serve(None))
   for a, b in zip(threaded, inline):
     assert a.source == b.source == "reconstruction"
@@ -266,3 +274,87 @@ def test_build_system_wires_a_non_systematic_code():
   answers, system = _simulator.simulate(main())
   assert [a.source for a in answers] == ["reconstruction"] * 2
   assert len(system.pools) == 2 and system.frontend.systematic is False
+
+
+def all_patterns(k, r) -> np.ndarray:
+  """Every `(k+r,)` mask with at most r outputs missing."""
+  return np.array([p for p in itertools.product([True, False], repeat=k + r)
+                   if p.count(False) <= r])
+
+
+LINEAR_CODES = {
+    "summation": lambda: jaxcc.codes.summation(3),
+    "linear": lambda: jaxcc.codes.linear(3, 2),
+    "berrut": lambda: jaxcc.codes.berrut(2, 2),
+    "approxifer": lambda: jaxcc.codes.berrut(3, 2, systematic=False),
+    "spline": lambda: jaxcc.codes.spline(3, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINEAR_CODES))
+def test_host_coder_equals_the_codes_own_functions(name):
+  code = LINEAR_CODES[name]()
+  host = _coding.coder(code, {})
+  assert isinstance(host, _coding.Host)
+  n = code.k + code.r
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(3, code.k, 4, 2)).astype(np.float32)
+  coded = host.encode(x)
+  assert coded.dtype == np.float32
+  np.testing.assert_allclose(coded, code.encode({}, x), atol=1e-5)
+  y = rng.normal(size=(3, n, 5)).astype(np.float32)
+  for available_N in all_patterns(code.k, code.r):
+    garbage = np.where(available_N[None, :, None], y, np.nan)  # Never read.
+    np.testing.assert_allclose(host.decode(garbage, available_N),
+                               code.decode({}, y, available_N), atol=2e-5)
+
+
+class _Scripted:
+  """A pool computing `fn`; its i-th request answers after `delays_s[i]`
+  (None: never)."""
+
+  def __init__(self, fn, delays_s):
+    self.fn, self.delays_s, self.calls = fn, list(delays_s), 0
+
+  def submit(self, x_B):
+    future = asyncio.get_running_loop().create_future()
+    delay_s = self.delays_s[self.calls]
+    self.calls += 1
+    if delay_s is not None:
+      asyncio.get_running_loop().call_later(
+          delay_s, lambda: future.done() or future.set_result(self.fn(x_B)))
+    return future
+
+
+def test_frontend_decodes_each_pattern_with_its_own_matrix():
+  """A linear F and linear(2, 2): five groups, each with a different pair of
+  outputs that ever arrive, so each needs a different decoding matrix; every
+  missing output is rebuilt exactly."""
+  w = np.random.default_rng(3).normal(size=(_D, _C)).astype(np.float32)
+  f = lambda x: x.reshape(len(x), -1) @ w
+  arrive = [(1, 2), (0, 3), (1, 3), (2, 3), (0, 2)]  # Outputs that arrive.
+  delays = [[1e-3 if n in a else None for a in arrive] for n in range(4)]
+  data_delays = [0.0] + [d for pair in zip(*delays[:2]) for d in pair]
+  base = _Scripted(f, data_delays)  # The first request is start's F(0).
+  parities = [_Scripted(f, delays[2]), _Scripted(f, delays[3])]
+  queries = _queries(10, seed=4)
+  frontend = serving.Frontend(base, np.zeros(_C),
+                              code=jaxcc.codes.linear(2, 2),
+                              parity_pools=parities)
+  predictions = _serve(frontend, queries, gap_s=1e-2)
+  assert isinstance(frontend._coder, _coding.Host)
+  for i, (x, p) in enumerate(zip(queries, predictions)):
+    arrived = i % 2 in arrive[i // 2]
+    assert p.source == ("original" if arrived else "reconstruction"), i
+    np.testing.assert_allclose(p.output, f(x), rtol=1e-4, atol=1e-4)
+
+
+def test_maps_left_stale_by_a_replaced_encode_are_refused_at_start():
+  code = jaxcc.codes.summation(2)
+  stale = code._replace(encode=lambda params, x_BK: 2 * code.encode(
+      params, x_BK))
+  frontend = serving.Frontend(_Scripted(lambda x: x, [0.0]), np.zeros(_D),
+                              code=stale,
+                              parity_pools=[_Scripted(lambda x: x, [])])
+  with pytest.raises(ValueError, match="maps disagree with its own encode"):
+    asyncio.run(frontend.start((_D,)))

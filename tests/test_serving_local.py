@@ -65,6 +65,29 @@ async def _pools(served, base_faults, base_intervals, **base_options):
 
 
 @pytest.mark.slow
+def test_a_worker_answers_batched_calls_row_by_row():
+  """max_batch=4: queued queries go to the one worker in calls of up to 4
+  rows; each gets its own rows back."""
+  served, f = _system()
+  queries = _queries(9) + [np.ones((2, _D), np.float32)]
+
+  async def main():
+    pool = await serving.LocalPool.create(
+        served.base, np.zeros((1, _D), np.float32), 1, max_batch=4)
+    try:
+      answers = await asyncio.wait_for(asyncio.gather(
+          *(pool.submit(x) for x in queries)), 60.0)
+      return answers, pool.stats()
+    finally:
+      await pool.close()
+
+  answers, stats = asyncio.run(main())
+  for x, y in zip(queries, answers):
+    np.testing.assert_allclose(y, f(x), rtol=1e-5, atol=1e-5)
+  assert stats["started"] == len(queries) and stats["live"] == 1
+
+
+@pytest.mark.slow
 def test_killing_an_instance_mid_run_loses_no_query():
   served, f = _system()
   # Instance 0 is slow (about 50 ms a request), so it is busy when killed.

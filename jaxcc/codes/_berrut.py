@@ -120,7 +120,9 @@ def berrut(k: int, r: int, nodes=None, systematic: bool = True) -> _code.Code:
 
   return _code.make_code(
       k, r, f"berrut(k={k}, r={r})", _code.no_params,
-      encode=lambda params, x_BK: _linear.combine(g_RK, x_BK), decode=decode)
+      encode=lambda params, x_BK: _linear.combine(g_RK, x_BK), decode=decode,
+      encoding_MK=g_RK, decoding=lambda available_N: arrived_berrut_weights(
+          nodes_N[:k], nodes_N, available_N))
 
 
 def _approxifer(k, r) -> _code.Code:
@@ -136,7 +138,18 @@ def _approxifer(k, r) -> _code.Code:
   return _code.make_code(
       k, r, f"berrut(k={k}, r={r}, systematic=False)", _code.no_params,
       encode=lambda params, x_BK: _linear.combine(g_NK, x_BK), decode=decode,
-      systematic=False)
+      systematic=False, encoding_MK=g_NK,
+      decoding=lambda available_N: arrived_berrut_weights(alpha_K, z_N,
+                                                          available_N))
+
+
+def arrived_berrut_weights(targets_T, nodes_N, available_N) -> np.ndarray:
+  """`masked_berrut_weights` for one concrete pattern, in float64 NumPy."""
+  available_N = np.asarray(available_N, bool)
+  w_TN = np.zeros((len(targets_T), len(nodes_N)))
+  w_TN[:, available_N] = berrut_weights(targets_T,
+                                        np.asarray(nodes_N)[available_N])
+  return w_TN
 
 
 def masked_berrut_weights(targets_T, nodes_N, available_N) -> jax.Array:

@@ -20,6 +20,10 @@ In both cases `available_N` is True where an output arrived, at most R are
 False, and it is data (a boolean array), so every pattern is decoded by one
 `jax.vmap` and compiled once. `jaxcc.erasures` lists the patterns each kind
 of code is evaluated on (`erasures.decoding_patterns`).
+
+A linear code (summation, linear, Berrut, spline) also exposes its two maps
+as matrices (`Code.maps`, a `LinearMaps`), so a host can encode and decode
+a group with one small NumPy product, without JAX.
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -29,6 +33,30 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcc import erasures
+
+
+class LinearMaps(NamedTuple):
+  """A linear code's encoder and decoder as float64 NumPy matrices.
+
+  With M = R (systematic) or N (not), `encode(x_BK)[:, m]` is
+  `sum_k encoding_MK[m, k] x_BK[:, k]`, and with `d_KN = decoding(available_N)`,
+  `decode(y_BN, available_N)[:, k]` is `sum_n d_KN[k, n] y_BN[:, n]`. The
+  columns of missing outputs are zero, and for a systematic code the row of
+  an arrived data output is its unit vector (passed through).
+
+  Attributes:
+    encoding_MK: `(R, K)` or `(N, K)`.
+    decoding: `available_N -> d_KN`, for one concrete pattern.
+  """
+  encoding_MK: np.ndarray
+  decoding: Callable[[np.ndarray], np.ndarray]
+
+  # By identity, as the functions of a `Code`: a code stays hashable (a
+  # static argument of `jax.jit`, a cache key) though it holds an array.
+  __hash__ = object.__hash__
+
+  def __eq__(self, other):
+    return self is other
 
 
 class Code(NamedTuple):
@@ -52,6 +80,9 @@ class Code(NamedTuple):
     systematic: True if the K data inputs go unchanged to K workers and
       `encode` returns only the R parity queries; False if `encode` returns
       N = K + R coded queries and all K outputs come from `decode`.
+    maps: a linear code's encoder and decoder as matrices; None for codes
+      that are not linear (learned, concatenation). A code whose `encode` or
+      `decode` is replaced must drop them (`_replace(maps=None)`).
   """
   k: int
   r: int
@@ -61,10 +92,11 @@ class Code(NamedTuple):
   name: str
   parity_target: Optional[Callable[..., jax.Array]] = None
   systematic: bool = True
+  maps: Optional[LinearMaps] = None
 
 
 def make_code(k, r, name, init, encode, decode, parity_target=None,
-              systematic=True) -> Code:
+              systematic=True, encoding_MK=None, decoding=None) -> Code:
   """Wraps raw encode/decode functions with argument checks."""
 
   def checked_encode(params, x_BK):
@@ -80,9 +112,27 @@ def make_code(k, r, name, init, encode, decode, parity_target=None,
                     (slice(None), np.asarray(available_N)))
     return decode(params, y_BN, available_N)
 
+  maps = None
+  if encoding_MK is not None:
+    encoding_MK = np.asarray(encoding_MK, np.float64)
+    m = r if systematic else k + r
+    if encoding_MK.shape != (m, k):
+      raise ValueError(f"encoding_MK must have shape ({m}, {k}), got "
+                       f"{encoding_MK.shape}")
+
+    def checked_decoding(available_N):
+      available_N = np.asarray(check_available(available_N, k, r))
+      d_KN = np.asarray(decoding(available_N), np.float64).copy()
+      d_KN[:, ~available_N] = 0.0
+      if systematic:
+        arrived_K = available_N[:k]
+        d_KN[arrived_K] = np.eye(k, k + r)[arrived_K]
+      return d_KN
+
+    maps = LinearMaps(encoding_MK, checked_decoding)
   return Code(k=k, r=r, init=init, encode=checked_encode,
               decode=checked_decode, name=name, parity_target=parity_target,
-              systematic=systematic)
+              systematic=systematic, maps=maps)
 
 
 def no_params(key, input_shape=None, output_shape=None):

@@ -94,7 +94,9 @@ def linear(k: int, r: int = 1, coefficients="random") -> _code.Code:
       encode=lambda params, x_BK: combine(g_RK, x_BK),
       decode=lambda params, y_BN, available_N: _solve_decode(
           a_NK, y_BN, available_N, k),
-      parity_target=lambda params, y_BK: combine(g_RK, y_BK))
+      parity_target=lambda params, y_BK: combine(g_RK, y_BK),
+      encoding_MK=g_RK, decoding=lambda available_N: _solve_matrix(
+          a_NK, available_N, k))
 
 
 def summation(k: int) -> _code.Code:
@@ -122,6 +124,14 @@ def _solve_decode(a_NK, y_BN, available_N, k) -> jax.Array:
   recon_BK = jnp.einsum("ij,bj...->bi...", inverse_KK.astype(y_BN.dtype),
                         y_chosen_BK, precision=jax.lax.Precision.HIGHEST)
   return _code.pass_through_available(y_BN, recon_BK, available_N, k)
+
+
+def _solve_matrix(a_NK, available_N, k) -> np.ndarray:
+  """`_solve_decode` as a `(K, N)` matrix, in float64."""
+  rows_K = np.flatnonzero(available_N)[:k]
+  d_KN = np.zeros((k, len(available_N)))
+  d_KN[:, rows_K] = np.linalg.inv(a_NK[rows_K])
+  return d_KN
 
 
 def _check_mds(g_RK) -> None:

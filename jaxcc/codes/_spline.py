@@ -149,7 +149,10 @@ def spline(k: int, r: int, lambda_encoder: float = DEFAULT_LAMBDA_ENCODER,
       k, r, f"spline(k={k}, r={r}, lambda_encoder={lambda_encoder:g}, "
       f"lambda_decoder={lambda_decoder:g})", _code.no_params,
       encode=lambda params, x_BK: _linear.combine(g_NK, x_BK), decode=decode,
-      systematic=False)
+      systematic=False, encoding_MK=g_NK,
+      decoding=lambda available_N: np.asarray(masked_smoothing_weights(
+          evaluate_KN, roughness_NN, float(lambda_decoder),
+          jnp.asarray(available_N))))
 
 
 def masked_smoothing_weights(evaluate_TN, roughness_NN, lam,

@@ -24,10 +24,10 @@ import asyncio
 import time
 from typing import Callable, NamedTuple, Optional
 
-import jax
 import numpy as np
 
 from jaxcc.serving import _adaptive
+from jaxcc.serving import _coding
 from jaxcc.serving import _faults
 from jaxcc.serving import _frontend
 
@@ -190,16 +190,16 @@ def coding_cost_us(code, input_shape, num_outputs: int,
                    repeats: int = 1000) -> dict:
   """Median encode and decode time of one group of single examples (us).
 
-  Measured in isolation, compiled and warm, as the frontend calls them
-  (jitted, results copied back to NumPy).
+  Measured in isolation, warm, as the frontend calls them (`_coding`:
+  NumPy for a linear code, else jitted with results copied back to NumPy).
   """
   rng = np.random.default_rng(0)
   x_BK = rng.random((1, code.k) + tuple(input_shape), np.float32)
   y_BN = rng.random((1, code.k + code.r, num_outputs), np.float32)
   available_N = np.arange(code.k + code.r) != 0
-  encode, decode = jax.jit(code.encode), jax.jit(code.decode)
-  calls = {"encode_us": lambda: np.asarray(encode({}, x_BK)),
-           "decode_us": lambda: np.asarray(decode({}, y_BN, available_N))}
+  coder = _coding.coder(code, {})
+  calls = {"encode_us": lambda: coder.encode(x_BK),
+           "decode_us": lambda: coder.decode(y_BN, available_N)}
   cost = {}
   for name, call in calls.items():
     call()

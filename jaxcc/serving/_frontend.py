@@ -31,8 +31,12 @@ Beyond the paper:
   does a query whose own request failed when its group cannot be decoded;
 - counts of originals, reconstructions, defaults and failed requests, and the
   encode and decode time of every group;
-- `executor`: encode and decode run there (e.g. one thread), off the event
-  loop, instead of inline.
+- a linear code (summation, linear, Berrut, spline) is encoded and decoded
+  with NumPy on the host, inline: one small matrix product each, with the
+  decoding matrix of each erasure pattern cached (`_coding.Host`); any
+  other code through its jitted functions (`_coding.Jitted`);
+- `executor`: the jitted encode and decode run there (e.g. one thread), off
+  the event loop, instead of inline.
 
 Without a code the frontend sends each query to the base pool (no redundancy
 or Equal-Resources, depending on the pool's size). With `hedge_after_s`, coded
@@ -51,11 +55,10 @@ import logging
 import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
-import jax
 import numpy as np
 
 from jaxcc import codes
-from jaxcc.serving import _batching
+from jaxcc.serving import _coding
 from jaxcc.serving import _logs
 
 SOURCES = ("original", "reconstruction", "default")
@@ -176,8 +179,9 @@ class Frontend:
       every query when there is a code, hedge after `hedge_after_s`.
     clock: the time source of latencies in seconds (None: the event loop's
       clock, which is virtual in simulations).
-    executor: a `concurrent.futures.Executor` in which to encode and decode,
-      off the event loop (None: inline, as the simulator needs).
+    executor: a `concurrent.futures.Executor` in which to run a jitted
+      encode and decode, off the event loop (None: inline, as the simulator
+      needs). A linear code's NumPy coding always runs inline.
   """
 
   def __init__(self, base_pool, default_output, *,
@@ -210,13 +214,10 @@ class Frontend:
     self.sent = collections.Counter({s: 0 for s in ("base", "hedge",
                                                     "parity")})
     self.encode_us, self.decode_us = [], []
-    if code is not None:  # Over rows padded to power-of-two buckets.
-      encode, decode = jax.jit(code.encode), jax.jit(code.decode)
-      self._encode = _timed(self.encode_us, _batching.padded(
-          lambda x_BK: encode(self._code_params, x_BK)))
-      self._decode = _timed(self.decode_us, _batching.padded(
-          lambda y_BN, available_N: decode(self._code_params, y_BN,
-                                           available_N)))
+    if code is not None:
+      self._coder = _coding.coder(code, self._code_params)
+      self._encode = _timed(self.encode_us, self._coder.encode)
+      self._decode = _timed(self.decode_us, self._coder.decode)
 
   @property
   def systematic(self) -> Optional[bool]:
@@ -224,28 +225,29 @@ class Frontend:
     return None if self._code is None else self._code.systematic
 
   async def start(self, input_shape, max_batch: int = 1) -> None:
-    """Learns F(0) (for padding, and the output shape); compiles the
-    encoder and decoder.
+    """Learns F(0) (for padding, and the output shape); prepares the coder.
 
-    They are compiled for every batch-size bucket up to `max_batch`
-    (`_batching`) before any query arrives, so no query waits for a
-    compilation (nor does the event loop, later).
+    A jitted coder is compiled for every batch-size bucket up to
+    `max_batch` (`_batching`) before any query arrives, so no query waits
+    for a compilation (nor does the event loop, later); a linear code's
+    NumPy coder is checked against the code's own encode and decode.
 
     Args:
       input_shape: the shape of one example (no batch axis).
       max_batch: the largest query batch.
     """
+    if max_batch < 1:
+      raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     if self._code is None:
       return
     k, n = self._code.k, self._code.k + self._code.r
     pad_BS = np.zeros((1,) + tuple(input_shape), np.float32)
     pad_y = np.asarray(await self._base.submit(pad_BS))[0]
-    for size in _batching.buckets(max_batch):
-      self._encode(np.zeros((size, k) + pad_BS.shape[1:], np.float32))
-      self._decode(np.zeros((size, n) + pad_y.shape, np.float32),
-                   np.arange(n) != 0)
-    self.encode_us.clear()
-    self.decode_us.clear()
+    rng = np.random.default_rng(0)
+    self._coder.prepare(
+        self._code_params,
+        rng.normal(size=(max_batch, k) + pad_BS.shape[1:]).astype(np.float32),
+        rng.normal(size=(max_batch, n) + pad_y.shape).astype(np.float32))
     self._pad_y = pad_y
 
   async def predict(self, x_B) -> Prediction:
@@ -408,10 +410,10 @@ class Frontend:
         request.cancel()
 
   def _run(self, group, fn, args, then):
-    """`then(fn(*args))`: inline, or `fn` in the executor and `then` back on
-    the event loop (if `fn` fails there, the group's queries get the
-    default)."""
-    if self._executor is None:
+    """`then(fn(*args))`: inline, or (a jitted coder with an executor) `fn`
+    in the executor and `then` back on the event loop (if `fn` fails there,
+    the group's queries get the default)."""
+    if self._executor is None or not self._coder.offload:
       then(fn(*args))
       return
     done = asyncio.get_running_loop().run_in_executor(self._executor, fn,

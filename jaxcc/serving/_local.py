@@ -162,17 +162,19 @@ class LocalPool(_pool.SharedQueuePool):
     max_missed: calls in a row past their timeout after which the worker is
       killed and replaced; at most `max_in_flight`.
     max_backoff_s: longest wait between two failed restarts.
+    max_rows: most rows in one call to a worker (`SharedQueuePool`).
   """
 
   def __init__(self, instances, spawn, *, faults=_faults.Faults(),
                intervals=None, seed=0, rpc_timeout_s=1.0, max_in_flight=2,
-               max_missed=2, max_backoff_s=30.0):
+               max_missed=2, max_backoff_s=30.0, max_rows=1):
     if intervals is None:
       intervals = [np.zeros((0, 2))] * len(instances)
     super().__init__(instances,
                      injector=_faults.Injector(faults, intervals, seed),
                      rpc_timeout_s=rpc_timeout_s,
-                     max_in_flight=max_in_flight, max_missed=max_missed)
+                     max_in_flight=max_in_flight, max_missed=max_missed,
+                     max_rows=max_rows)
     self._spawn = spawn
     self._faults, self._seed = faults, seed
     self._max_backoff_s = max_backoff_s
@@ -200,7 +202,8 @@ class LocalPool(_pool.SharedQueuePool):
       max_missed: calls in a row past their timeout after which a worker is
         killed and replaced (None: never); at most `max_in_flight`.
       max_batch: the largest query batch; workers compile every bucket up to
-        it before they take requests.
+        it before they take requests, and the pool batches queued queries
+        into calls of up to that many rows.
       start_timeout_s: how long a worker may take to become ready.
     """
     setup = _worker.frame((model_factory, np.asarray(example_B),
@@ -215,7 +218,7 @@ class LocalPool(_pool.SharedQueuePool):
       raise errors[0]
     return cls(started, spawn, faults=faults, intervals=intervals, seed=seed,
                rpc_timeout_s=rpc_timeout_s, max_in_flight=max_in_flight,
-               max_missed=max_missed)
+               max_missed=max_missed, max_rows=max_batch)
 
   def begin_faults(self, t0: float, horizon_s: float) -> None:
     """Also kills instances at the Poisson times of `faults.crash_rate`."""

@@ -14,12 +14,21 @@ answering is treated as dead (`_unresponsive`); `max_missed` is at most
 `max_in_flight`, since a hung instance gets no more calls than that.
 Injected drops lose a response that did come back, so they fail the request
 without counting against its instance.
+
+Batching (Clipper's, adaptive to the load): with `max_rows` > 1, an instance
+that frees up takes every queued request of the same example shape, up to
+`max_rows` rows in all, as one call on their concatenation, and each
+request gets its own rows of the output. At low load a call holds one
+request; as the queue grows, calls grow with it. A batch shares its fate:
+its injected slowdown and drop, its timeout and its instance's failure.
 """
 
 import asyncio
 import collections
 import logging
 from typing import Optional
+
+import numpy as np
 
 from jaxcc.serving import _faults
 from jaxcc.serving import _logs
@@ -53,12 +62,15 @@ class SharedQueuePool:
     max_in_flight: most unanswered calls one instance holds.
     max_missed: calls in a row past their timeout after which an instance is
       treated as dead (None: never); at most `max_in_flight`.
+    max_rows: most rows in one call (1: no batching; a longer request
+      still goes alone).
   """
 
   def __init__(self, instances, *,
                injector: Optional[_faults.Injector] = None,
                rpc_timeout_s: Optional[float] = None,
-               max_in_flight: int = 2, max_missed: Optional[int] = None):
+               max_in_flight: int = 2, max_missed: Optional[int] = None,
+               max_rows: int = 1):
     if injector is not None and injector.faults.drop_prob and (
         rpc_timeout_s is None):
       raise ValueError("injected drops need an rpc_timeout_s: a lost "
@@ -69,7 +81,10 @@ class SharedQueuePool:
                        f"instance gets max_in_flight calls, then none); got "
                        f"max_missed={max_missed}, max_in_flight="
                        f"{max_in_flight}")
+    if max_rows < 1:
+      raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     self._slots = [_Slot(i) for i in instances]
+    self._max_rows = max_rows
     self._injector = injector
     self._rpc_timeout_s = rpc_timeout_s
     self._max_in_flight = max_in_flight
@@ -139,23 +154,39 @@ class SharedQueuePool:
       index = self._free.popleft()
       if not self._is_free(self._slots[index]):  # Rejoins via _release.
         continue
-      x_B, future = self._waiting.popleft()
-      while future.done():  # Withdrawn while queued.
-        if not self._waiting:
-          self._free.appendleft(index)
-          return
-        x_B, future = self._waiting.popleft()
-      self._start(index, x_B, future)
+      batch = self._batch()
+      if not batch:
+        self._free.appendleft(index)
+        return
+      self._start(index, batch)
 
-  def _start(self, index, x_B, future):
+  def _batch(self) -> list:
+    """Takes the queue's first live request, and the live ones after it of
+    the same example shape while the rows fit in `max_rows`."""
+    batch, rows = [], 0
+    while self._waiting:
+      x_B, future = self._waiting[0]
+      if not future.done():  # Else withdrawn while queued: skipped.
+        if batch and (np.shape(x_B)[1:] != np.shape(batch[0][0])[1:]
+                      or rows + len(x_B) > self._max_rows):
+          break
+        batch.append((x_B, future))
+        rows += len(x_B)
+      self._waiting.popleft()
+    return batch
+
+  def _start(self, index, batch):
     loop = asyncio.get_running_loop()
     slot = self._slots[index]
     delay_s, drop = (0.0, False) if self._injector is None else (
         self._injector.draw(index, loop.time()))
     slot.busy = True
     slot.in_flight += 1
-    self.started += 1
-    call = _Call(slot, future, drop, loop.time())
+    self.started += len(batch)
+    call = _Call(slot, [future for _, future in batch], drop, loop.time())
+    call.ends = np.cumsum([len(x) for x, _ in batch])
+    x_B = (batch[0][0] if len(batch) == 1 else
+           np.concatenate([x for x, _ in batch]))
     call.reply = slot.instance.call(x_B, delay_s)
     if self._rpc_timeout_s is not None:
       call.timer = loop.call_later(self._rpc_timeout_s, self._timeout, index,
@@ -170,22 +201,28 @@ class SharedQueuePool:
       call.slot.missed = 0
     if (error is not None or not call.drop) and call.end():
       if error is None:
-        self.service_s.append(
-            asyncio.get_running_loop().time() - call.started)
-      if not call.future.done():
-        if error is None:
-          call.future.set_result(call.reply.result())
-        else:
-          call.future.set_exception(error)
+        self.service_s += [asyncio.get_running_loop().time()
+                           - call.started] * len(call.futures)
+        y_B = call.reply.result()
+        parts = ([y_B] if len(call.futures) == 1 else
+                 np.split(np.asarray(y_B), call.ends[:-1]))
+        for future, y in zip(call.futures, parts):
+          if not future.done():
+            future.set_result(y)
+      else:
+        for future in call.futures:
+          if not future.done():
+            future.set_exception(error)
     self._release(index, call.slot)
 
   def _timeout(self, index, call):
     """No response within `rpc_timeout_s`: fail the request."""
     if not call.end():
       return
-    if not call.future.done():
-      call.future.set_exception(InstanceFailed(
-          f"no response within {self._rpc_timeout_s} s"))
+    for future in call.futures:
+      if not future.done():
+        future.set_exception(InstanceFailed(
+            f"no response within {self._rpc_timeout_s} s"))
     slot = call.slot
     if not call.reply.done():
       slot.missed += 1
@@ -196,12 +233,13 @@ class SharedQueuePool:
 
 
 class _Call:
-  """One request sent to an instance; it ends by its reply or its timeout."""
+  """One call to an instance (one or more requests, their rows ending at
+  `ends`); it ends by its reply or its timeout."""
 
-  def __init__(self, slot, future, drop, started):
-    self.slot, self.future, self.drop, self.started = (slot, future, drop,
-                                                       started)
-    self.reply = self.timer = None
+  def __init__(self, slot, futures, drop, started):
+    self.slot, self.futures, self.drop, self.started = (slot, futures, drop,
+                                                        started)
+    self.reply = self.timer = self.ends = None
     self.ended = False
 
   def end(self) -> bool:
