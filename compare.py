@@ -9,6 +9,11 @@ berrut, approxifer, spline; `--berrut k:r:missing` is berrut) run on the
 base model of `--base_workdir` (default: the first of `--workdirs`). Writes
 DIR/compare.json, DIR/compare.md, DIR/compare.png (A_d against k) and
 DIR/compare_all_slots.png (the same over all k decoded outputs).
+`--merge DIR` keeps the rows of an earlier run's DIR/compare.json (same
+base model) and adds or replaces the new ones, so a study can add codes
+without evaluating the others again:
+
+  python compare.py --workdirs runs/f/learned-k8 --merge DIR --out DIR
 """
 
 from absl import app
@@ -24,6 +29,8 @@ _FREE = flags.DEFINE_list("training_free", [], "Training-free codes to add, "
 _BASE = flags.DEFINE_string("base_workdir", None, "Workdir of the base model "
                             "of the training-free rows.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
+_MERGE = flags.DEFINE_string("merge", None, "Directory of an earlier "
+                             "compare.json whose rows are kept.")
 _SEED = flags.DEFINE_integer("test_group_seed", 0, "Seed of the test groups.")
 
 
@@ -42,6 +49,9 @@ def main(argv):
                                    test_group_seed=_SEED.value,
                                    training_free=free,
                                    base_workdir=_BASE.value)
+  if _MERGE.value:
+    old_rows, old_floor = comparison.read(_MERGE.value)
+    rows, floor = comparison.merge(old_rows, rows), floor or old_floor
   comparison.write(rows, floor, _OUT.value)
   print(comparison.to_markdown(rows, floor))
 

@@ -7,6 +7,7 @@
 #   bash experiments/large_k.sh [DATA_ROOT] [EPOCHS]
 # DATA_ROOT holds <name>/train.npz and test.npz (default ../shared/data).
 # Resumable: finished runs are reused. Results: docs/large_k/<name>/compare.*
+# Learned codes and a LeNet-5 F: experiments/large_k_extra.sh, afterwards.
 set -euo pipefail
 root=${1:-../shared/data}
 epochs=${2:-60}

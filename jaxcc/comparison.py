@@ -136,8 +136,12 @@ def plot(rows, floor, path, field="degraded_accuracy"):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   panels = sorted({row["missing"] for row in rows})
+  # One colour per family in every panel, even where a family has no rows.
+  colors = {name: f"C{i}" for i, name in
+            enumerate(sorted({row["family"] for row in rows}))}
   fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5),
                            sharey=True, squeeze=False)
+  handles = {}
   for ax, lost in zip(axes[0], panels):
     families = {}
     for row in rows:
@@ -146,19 +150,41 @@ def plot(rows, floor, path, field="degraded_accuracy"):
             (row["k"], 100 * row[field]))
     for name, points in sorted(families.items()):
       ks, accs = zip(*sorted(points))
-      ax.plot(ks, accs, "o-", label=name)
+      handles[name], = ax.plot(ks, accs, "o-", color=colors[name], label=name)
     if floor:
-      ax.axhline(100 * floor["degraded_accuracy"], color="gray", ls="--",
-                 label="default prediction")
+      handles["default prediction"] = ax.axhline(
+          100 * floor["degraded_accuracy"], color="gray", ls="--",
+          label="default prediction")
     ax.set_title(f"{lost} missing", fontsize=9)
     ax.set_xlabel("k")
     ax.set_xticks(sorted({r["k"] for r in rows}))
   axes[0][0].set_ylabel(("A_d, all k outputs" if field.endswith("all_slots")
                          else "degraded accuracy A_d") + " (%)")
-  axes[0][-1].legend(fontsize=7)
+  axes[0][-1].legend(list(handles.values()), list(handles), fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def merge(old_rows, new_rows):
+  """`old_rows` (e.g. `read`'s) with `new_rows` added; a new row replaces an
+  old one of the same family, k, r and missing, so adding rows twice changes
+  nothing. Both lists must come from one base model: F's test accuracy
+  (`base_accuracy`) must be the same in every row."""
+  bases = {row["base_accuracy"] for row in [*old_rows, *new_rows]}
+  if len(bases) > 1:
+    raise ValueError(f"the rows come from different base models (F's test "
+                     f"accuracy {sorted(bases)}); merge rows of one F only")
+  key = lambda row: (row["family"], row["k"], row["r"], row["missing"])
+  replaced = {key(row) for row in new_rows}
+  return [row for row in old_rows if key(row) not in replaced] + list(new_rows)
+
+
+def read(out_dir):
+  """`(rows, floor)` from the compare.json that `write` left in `out_dir`."""
+  with open(os.path.join(out_dir, "compare.json")) as f:
+    saved = json.load(f)
+  return saved["rows"], saved["default"]
 
 
 def write(rows, floor, out_dir):

@@ -112,3 +112,52 @@ def test_plot_takes_rows_with_several_missing_counts(tmp_path):
           for f in ("a", "b") for k in (8, 10) for m in (1, 2)]
   comparison.plot(rows, None, str(tmp_path / "p.png"))
   assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def _row(family, k, accuracy, base=0.98):
+  return {"family": family, "k": k, "r": 1, "missing": 1,
+          "base_accuracy": base, "degraded_accuracy": accuracy}
+
+
+def test_merge_adds_new_rows_and_replaces_rows_of_the_same_code():
+  old = [_row("spline", 8, 0.8), _row("learned [mlp]", 8, 0.2)]
+  new = [_row("learned [mlp]", 8, 0.3), _row("learned [mlp]", 10, 0.25)]
+  merged = comparison.merge(old, new)
+  assert [(r["family"], r["k"], r["degraded_accuracy"]) for r in merged] == [
+      ("spline", 8, 0.8), ("learned [mlp]", 8, 0.3),
+      ("learned [mlp]", 10, 0.25)]
+  assert comparison.merge(merged, new) == merged
+
+
+def test_merge_refuses_rows_of_another_base_model():
+  with pytest.raises(ValueError, match="different base models"):
+    comparison.merge([_row("spline", 8, 0.8)],
+                     [_row("learned [mlp]", 8, 0.3, base=0.9)])
+
+
+def test_read_returns_what_write_wrote(tmp_path):
+  rows = [dict(_row("a", k, 0.5), degraded_accuracy_all_slots=0.7,
+               code="a", approach="none", available_accuracy=0.9,
+               reconstruction_accuracy=0.6) for k in (8, 10)]
+  floor = {"code": "default prediction", "degraded_accuracy": 0.1}
+  comparison.write(rows, floor, str(tmp_path))
+  assert comparison.read(str(tmp_path)) == (rows, floor)
+
+
+def test_plot_keeps_each_familys_colour_in_every_panel(tmp_path, monkeypatch):
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = [{"family": f, "k": k, "missing": m, "degraded_accuracy": 0.5,
+           "degraded_accuracy_all_slots": 0.7}
+          for f in ("a", "b", "c") for k in (8, 10) for m in (1, 2)
+          if not (f == "a" and m == 2)]
+  figures = []
+  monkeypatch.setattr(plt, "close", figures.append)
+  comparison.plot(rows, {"degraded_accuracy": 0.1}, str(tmp_path / "p.png"))
+  colors = {}
+  for ax in figures[0].axes:
+    for line in ax.get_lines():
+      colors.setdefault(line.get_label(), set()).add(line.get_color())
+  assert all(len(c) == 1 for c in colors.values())
+  legend = figures[0].axes[-1].get_legend()
+  assert [t.get_text() for t in legend.get_texts()] == [
+      "a", "b", "c", "default prediction"]
