@@ -58,7 +58,10 @@ class _Context(NamedTuple):
 
 
 def train(config, workdir: str) -> experiment_lib.Experiment:
-  """Trains F (unless its workdir has it) and then stage 2; resumable."""
+  """Trains F (unless its workdir has it) and then stage 2; resumable.
+
+  One process at a time per workdir (`workdir.training_lock`).
+  """
   requested = config.get("input_pipeline", "auto")
   if requested not in INPUT_PIPELINES:
     raise ValueError(f"input_pipeline must be one of {INPUT_PIPELINES}, got "
@@ -71,6 +74,11 @@ def train(config, workdir: str) -> experiment_lib.Experiment:
   if isinstance(every, bool) or not isinstance(every, int) or every < 0:
     raise ValueError(f"checkpoint_every_steps must be an integer >= 0, got "
                      f"{every!r}")
+  with workdir_lib.training_lock(workdir):
+    return _train(config, workdir, requested, budget)
+
+
+def _train(config, workdir, requested, budget) -> experiment_lib.Experiment:
   exp = experiment_lib.setup(config, workdir)
   workdir_lib.check_identity(exp.base_dir, workdir_lib.base_identity(config))
   if exp.approach.trains:

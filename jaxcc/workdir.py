@@ -9,6 +9,8 @@ field. Evaluation, comparison and serving all restore through `restore`, so
 they rebuild exactly the experiment that `train.py` trained.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 from typing import Any, NamedTuple, Optional
@@ -22,6 +24,7 @@ from jaxcc import training
 
 
 IDENTITY_FILE = "identity.json"
+LOCK_FILE = ".training.lock"
 # Fields that F's checkpoints depend on.
 _BASE_FIELDS = ("dataset", "data_seed", "validation_size", "image_size",
                 "model", "mixed_precision", "base_checkpoint")
@@ -79,6 +82,30 @@ def bind(directory: str, identity: dict) -> None:
     with open(path + ".tmp", "w") as f:
       json.dump(identity, f, indent=2)
     os.replace(path + ".tmp", path)
+
+
+@contextlib.contextmanager
+def training_lock(workdir: str):
+  """Holds `workdir` for one training process (process 0 of a job).
+
+  Raises `ValueError` if another process trains there: two runs in one
+  workdir would resume from each other's checkpoints. The operating system
+  releases the lock when its process ends, however it ends.
+  """
+  if jax.process_index() != 0:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, LOCK_FILE), "w") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      raise ValueError(f"another process is training in {workdir}; wait for "
+                       "it to end or use another workdir") from e
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def trained_epochs(directory: str) -> int:

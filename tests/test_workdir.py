@@ -92,3 +92,12 @@ def test_damaged_identity_is_a_clear_error(tmp_path):
   (tmp_path / workdir.IDENTITY_FILE).write_text("{truncated")
   with pytest.raises(ValueError, match="identity.json is damaged"):
     workdir.check_identity(str(tmp_path), {"k": 2})
+
+
+def test_a_second_training_process_in_a_workdir_is_refused(tmp_path):
+  with workdir.training_lock(str(tmp_path)):
+    with pytest.raises(ValueError, match="another process is training"):
+      stages.train(_config(), str(tmp_path))
+  assert not (tmp_path / "config.json").exists()
+  with workdir.training_lock(str(tmp_path)):  # released by the first holder
+    pass
