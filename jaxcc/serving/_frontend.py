@@ -290,14 +290,18 @@ class Frontend:
     query.requests.append(request)
     request.add_done_callback(lambda r: query.on_output(query, r))
 
-  def _on_plain(self, query, request):
+  def _on_plain(self, query, request, group=None):
+    """F's own output on `query` came back (or failed): its first request,
+    or a hedged copy. In a non-systematic `group`, a failed copy leaves the
+    query to the decoder unless the group can no longer be decoded."""
     if request.cancelled():
       return
     if request.exception() is None:
       _settle(query, np.asarray(request.result()), "original")
       return
     self.counts["failure"] += 1
-    if not query.waits_for_own():
+    if not query.waits_for_own() and (
+        group is None or group.undecodable(self._code.r)):
       self._answer_default(query)
 
   def _answer_default(self, query):
@@ -320,7 +324,7 @@ class Frontend:
       query.on_output = lambda q, r: self._on_output(group, j, r)
       self._request(query)
     else:  # Only hedged copies of the query itself come back to it.
-      query.on_output = lambda q, r: self._on_copy(group, q, r)
+      query.on_output = lambda q, r: self._on_plain(q, r, group)
     if len(group.queries) == self._code.k:
       self._seal(group)
 
@@ -372,17 +376,6 @@ class Frontend:
     if answers:
       _settle(group.queries[n], group.outputs[n], "original")
     self._try_decode(group)
-
-  def _on_copy(self, group, query, request):
-    """A hedged copy of a query of a non-systematic group came back."""
-    if request.cancelled():
-      return
-    if request.exception() is None:
-      _settle(query, np.asarray(request.result()), "original")
-      return
-    self.counts["failure"] += 1
-    if group.undecodable(self._code.r) and not query.waits_for_own():
-      self._answer_default(query)
 
   def _try_decode(self, group):
     """Decodes once any k of the k+r outputs are back and a query waits."""
