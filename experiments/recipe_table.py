@@ -13,14 +13,7 @@ import json
 import os
 
 import numpy as np
-
-
-def _last_validation(workdir):
-  """The last validation A_d (%) of a run's stage 2 (metrics.jsonl)."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  return 100 * [r for r in rows if "val_degraded_accuracy" in r][-1][
-      "val_degraded_accuracy"]
+import recipe_curves  # experiments/, beside this script
 
 
 def main():
@@ -47,7 +40,7 @@ def main():
             e = json.load(f)
           results.append((100 * e["available_accuracy"],
                           100 * e["degraded_accuracy"],
-                          _last_validation(os.path.dirname(path))))
+                          recipe_curves.curve(os.path.dirname(path))[1][-1]))
       if not results:
         continue
       d = np.array([r[1] for r in results])

@@ -221,16 +221,21 @@ def test_scheduled_optimizer_scales_adam_and_keeps_its_state():
                                rtol=1e-6)
 
 
-def test_scheduled_step_spans_the_stage_from_the_data_size():
-  """100 examples, 10 a step: 10 steps an epoch; 3 epochs, 1 of warm-up."""
-  opt = training.optimizer(1.0, 0.0)
-  params = {"w": jnp.zeros(())}
-
+def _unit_gradient_step(params):
+  """`build(opt)`: a step whose output is `opt`'s update of a gradient 1."""
   def build(opt):
     def step(state, idx, images):
       del idx, images
       return opt.update({"w": jnp.float32(1.0)}, state, params)[0]["w"]
     return step
+  return build
+
+
+def test_scheduled_step_spans_the_stage_from_the_data_size():
+  """100 examples, 10 a step: 10 steps an epoch; 3 epochs, 1 of warm-up."""
+  opt = training.optimizer(1.0, 0.0)
+  params = {"w": jnp.zeros(())}
+  build = _unit_gradient_step(params)
   step = training.scheduled_step(build, opt, "cosine", 1, 3)
   state = opt.init(params)
   first = float(build(opt)(state, None, None))  # Adam's first update, lr 1
@@ -244,6 +249,23 @@ def test_scheduled_step_spans_the_stage_from_the_data_size():
       state, None, None) == pytest.approx(first)
   with pytest.raises(ValueError, match="whole training set"):
     step(state, jnp.zeros((5, 2), jnp.int32), jnp.zeros((10, 1)))  # a batch
+
+
+def test_a_schedule_given_the_epoch_steps_needs_no_whole_training_set():
+  """100 examples, 10 a step: the schedule of a step that sees one batch
+  (a streamed epoch) is the one read from the whole training set."""
+  opt = training.optimizer(1.0, 0.0)
+  params = {"w": jnp.zeros(())}
+  build = _unit_gradient_step(params)
+  step = training.scheduled_step(build, opt, "cosine", 1, 3)
+  fixed = training.with_epoch_steps(step, 10)
+  idx = jnp.zeros((5, 2), jnp.int32)
+  for count in (0, 3, 10, 17, 29):
+    state = optax.tree_utils.tree_set(opt.init(params), count=jnp.int32(count))
+    assert float(fixed(state, idx, jnp.zeros((10, 1)))) == float(
+        step(state, idx, jnp.zeros((100, 1)))), count
+  plain = build(opt)
+  assert training.with_epoch_steps(plain, 10) is plain
 
 
 # Bad options and the workdir.

@@ -142,27 +142,3 @@ def test_group_indices_use_each_example_at_most_once():
   assert len(np.unique(idx)) == idx.size
   with pytest.raises(ValueError, match="cannot fill one batch"):
     data.epoch_groups(jax.random.PRNGKey(0), 11, 3, 4)
-
-
-def test_a_schedule_given_the_epoch_steps_needs_no_whole_training_set():
-  """100 examples, 10 a step: the schedule of a step that sees one batch
-  (a streamed epoch) is the one read from the whole training set."""
-  opt = training.optimizer(1.0, 0.0)
-  params = {"w": jnp.zeros(())}
-
-  def build(opt):
-    def step(state, idx, images):
-      del idx, images
-      return opt.update({"w": jnp.float32(1.0)}, state, params)[0]["w"]
-    return step
-  step = training.scheduled_step(build, opt, "cosine", 1, 3)
-  fixed = training.with_epoch_steps(step, 10)
-  idx = jnp.zeros((5, 2), jnp.int32)
-  for count in (0, 3, 10, 17, 29):
-    state = jax.tree.map(
-        lambda a: jnp.int32(count) if a.dtype == jnp.int32 else a,
-        opt.init(params))
-    assert float(fixed(state, idx, jnp.zeros((10, 1)))) == float(
-        step(state, idx, jnp.zeros((100, 1)))), count
-  plain = build(opt)
-  assert training.with_epoch_steps(plain, 10) is plain
