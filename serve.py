@@ -5,6 +5,9 @@
   python serve.py --backend ray --demo 200    # the same on Ray Serve
   python serve.py                             # serve until interrupted
   python serve.py --faults                    # ... with the config's faults
+  python serve.py --max_batch 8 --batch_slo_ms 5
+      # queued queries batched into calls of up to 8 rows, each instance's
+      # row cap kept where its calls take at most 5 ms (Clipper's AIMD)
   python serve.py --config \
       configs/serving.py:code=berrut,berrut.systematic=false
       # F under ApproxIFER's Berrut code: k + r instances of F, all decoded
@@ -51,9 +54,17 @@ _NUM_BASE = flags.DEFINE_integer("num_base", 2, "Base-model instances (a "
                                  "multiple of k); k of them share a parity "
                                  "instance.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 64, "Most examples in one "
-                                  "query, and in one call of a worker (queued "
+                                  "query, and in one call of a model instance "
+                                  "(a local worker or a Ray replica: queued "
                                   "queries are batched up to it); every batch "
                                   "bucket up to it is compiled at start.")
+_BATCH_SLO_MS = flags.DEFINE_float("batch_slo_ms", 0.0, "If > 0, the service "
+                                   "time a call of an instance should stay "
+                                   "within: each instance's row cap then "
+                                   "follows Clipper's AIMD (+1 row after a "
+                                   "full call within it, -10 % after a call "
+                                   "over it) up to --max_batch. 0: calls take "
+                                   "up to --max_batch rows.")
 _MODE = flags.DEFINE_enum("mode", "parm", ["parm", "none"], "parm: coded "
                           "(num_base / k redundant instances); none: no "
                           "redundancy.")
@@ -83,7 +94,8 @@ def main(argv):
       served, num_base=_NUM_BASE.value,
       num_parity=_NUM_BASE.value // k if _MODE.value == "parm" else 0,
       group_timeout_s=_seconds(config.group_timeout_ms),
-      deadline_s=_seconds(config.deadline_ms), max_batch=_MAX_BATCH.value),
+      deadline_s=_seconds(config.deadline_ms), max_batch=_MAX_BATCH.value,
+      batch_slo_s=_seconds(_BATCH_SLO_MS.value)),
                         host=_HOST.value, port=_PORT.value)
   try:
     _run_client(url, dataset)
@@ -104,6 +116,7 @@ async def _serve_local(config, served, dataset):
   example = served.preprocess(dataset.test.image[:1])
   injected = faults(config, _FAULTS.value)
   options = dict(faults=injected, max_batch=_MAX_BATCH.value,
+                 batch_slo_s=_seconds(_BATCH_SLO_MS.value),
                  rpc_timeout_s=_seconds(config.rpc_timeout_ms))
 
   async def make_pool(factory, num_instances, intervals, seed):

@@ -4,11 +4,12 @@
       --outdir DIR
 
 Backends: "local" serves real MNIST queries with worker processes running the
-trained F and F_P (and first measures the instances' service times under the
-same load, without faults, into DIR/service_times.json); "sim" simulates a
-cluster in virtual time with service times drawn from such a file. Writes
-DIR/results.json and DIR/latency_cdf.png and prints a markdown table. The
-experiment itself is `jaxcc.serving.run_experiment`.
+trained F and F_P (both in each worker for the "adaptive" mode; it first
+measures the instances' service times under the same load, without faults,
+into DIR/service_times.json); "sim" simulates a cluster in virtual time with
+service times drawn from such a file. Writes DIR/results.json and
+DIR/latency_cdf.png and prints a markdown table. The experiment itself is
+`jaxcc.serving.run_experiment`.
 
 With `loads=...` (backend=sim) it runs the utilisation sweep instead
 (`jaxcc.serving.run_sweep`): every mode at each load, DIR/results.json and

@@ -18,7 +18,7 @@ num_queries=100000,runs=3,faults.process=transfers,faults.delay_s=0.001 \
 The utilisation sweep (issue 15): every policy at loads from 20 % to 90 % of
 the base pool's capacity, simulated (synthetic service times shaped like the
 local run's; slow episodes of 20 ms at 1 per second per instance; 3 seeds;
-about 15 minutes on 2 busy cores; "adaptive" runs only in the simulator):
+about 15 minutes on 2 busy cores):
 
   python serve_bench.py --config configs/serving.py:backend=sim,runs=3,\
 loads=0.2+0.35+0.5+0.65+0.8+0.9,ks=2,num_queries=20000,\
@@ -30,6 +30,13 @@ ApproxIFER's non-systematic Berrut code on the same F (no parity models;
 
   python serve.py --config configs/serving.py:code=berrut,\
 berrut.systematic=false --demo 200
+
+The adaptive policy on real workers (local backend; each worker holds F and
+F_P, so the policy can move an instance between them):
+
+  python serve_bench.py --config configs/serving.py:workdirs.2=runs/serve-cap,\
+ks=2,num_base=4,modes=none+hedged+parm+adaptive,num_queries=2000,\
+calibration_queries=500,rate=300 --outdir runs/serving/adaptive-local/rate300
 
 Lists (`modes`, `ks`, `loads`) are separated by "+". Measured results:
 docs/SERVING.md.

@@ -28,7 +28,11 @@ latency percentiles and the median encode and decode times, in turn,
 take 20 ms instead of 1 ms, so that some groups decode.
 
 `--max_batch 8` starts `serve.py` with that `--max_batch` (default 1): its
-pools then batch queued queries into calls of up to 8 rows.
+pools then batch queued queries into calls of up to 8 rows. `--batch_slo_ms
+5` also passes `--batch_slo_ms 5`: each instance's row cap then follows
+Clipper's AIMD against a 5 ms service time. On the local backend each probe
+reports the base pool's queries per call (from `/stats`) and its instances'
+row caps at the end.
 
 `--rates 100,200` measures those rates only (no search), e.g. to compare
 coding inline and in a thread (`--configs local:parm:inline,local:parm:
@@ -86,7 +90,8 @@ class Server:
     command = [sys.executable, "serve.py", f"--config={config}",
                f"--backend={backend}", f"--mode={mode}", f"--port={port}",
                f"--coding={coding if coding == 'inline' else 'thread'}",
-               f"--max_batch={args.max_batch}"]
+               f"--max_batch={args.max_batch}",
+               f"--batch_slo_ms={args.batch_slo_ms}"]
     self._process = subprocess.Popen(command, cwd=_ROOT,
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -149,11 +154,17 @@ def probe(server, rate, args, bodies):
     s["cpu_us_per_query"] = 1e6 * (after["cpu_s"] - before["cpu_s"]) / max(
         answered, 1)
     s["encode_us"], s["decode_us"] = after["encode_us"], after["decode_us"]
+  if "base" in after:  # The local backend's base pool.
+    calls = after["base"]["calls"] - before["base"]["calls"]
+    s["queries_per_call"] = (after["base"]["started"]
+                             - before["base"]["started"]) / max(calls, 1)
+    s["row_caps"] = after["base"]["row_caps"]
   s["load_average"] = os.getloadavg()[0]
   print(json.dumps({k: s.get(k) for k in (
       "offered_per_s", "passed", "answered_per_s", "errors", "p50_ms",
       "p99_ms", "cpu_us_per_query", "encode_us", "decode_us",
-      "load_average", "slowest")}), flush=True)
+      "queries_per_call", "row_caps", "load_average", "slowest")}),
+        flush=True)
   return s
 
 
@@ -283,6 +294,10 @@ def main():
                       help="serve.py --max_batch: workers compile buckets "
                       "up to it and the pool batches queued queries into "
                       "calls of up to that many rows (1: no batching)")
+  parser.add_argument("--batch_slo_ms", type=float, default=0.0,
+                      help="serve.py --batch_slo_ms: each instance's row "
+                      "cap follows AIMD against this service time, up to "
+                      "--max_batch (0: off)")
   parser.add_argument("--timeout_s", type=float, default=10.0)
   parser.add_argument("--port", type=int, default=8140)
   parser.add_argument("--repeats", type=int, default=1)
@@ -334,18 +349,21 @@ def probes_table(rows):
   """Every probe: latency, frontend CPU and coding time."""
   lines = ["| backend | redundancy | coding | offered /s | answered /s | "
            "p50 ms | p99 ms | frontend CPU us/query | encode / decode us | "
-           "load average |", "|" + " --- |" * 10]
+           "base queries/call (row caps) | load average |",
+           "|" + " --- |" * 11]
   for row in rows:
     for p in row["probes"]:
       coding = ("-" if p.get("encode_us") is None else
                 f"{p['encode_us']:.0f} / {p['decode_us'] or 0:.0f}")
       cpu = p.get("cpu_us_per_query")
+      per_call = ("-" if p.get("queries_per_call") is None else
+                  f"{p['queries_per_call']:.2f} {p['row_caps']}")
       lines.append(
           f"| {row['backend']} | {row['mode']} | {row['coding']} | "
           f"{p['offered_per_s']:g} | {p['answered_per_s']:.1f} | "
           f"{p['p50_ms']:.2f} | {p['p99_ms']:.1f} | "
           f"{'-' if cpu is None else f'{cpu:.0f}'} | {coding} | "
-          f"{p['load_average']:.1f} |")
+          f"{per_call} | {p['load_average']:.1f} |")
   return "\n".join(lines)
 
 

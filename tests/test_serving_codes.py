@@ -178,6 +178,44 @@ def test_a_hedged_copy_of_a_non_systematic_query_answers_as_original():
     np.testing.assert_allclose(answer.output, f(x), rtol=1e-6)
 
 
+@pytest.mark.parametrize("decodable", [True, False])
+def test_a_failed_hedged_copy_in_a_non_systematic_group(decodable):
+  """Both queries' hedged copies crash: the group's decoder still answers
+  them, or, once the group cannot be decoded, the default does (when the
+  copies fail, not at the deadline); every failed request is counted."""
+  code = jaxcc.codes.berrut(2, 1, systematic=False)
+  f = _f()
+  # Base requests: start's F(0), coded workers 0 and 1, then the two copies
+  # (sent at 10 ms, crashing 20 ms later). Undecodable: worker 0 and the
+  # parity worker crash at 15 ms, while the copies are still out.
+  crashed = {3, 4} if decodable else {1, 3, 4}
+  base = _Scripted(f, [0.0, 0.05 if decodable else 0.015, 0.05, 0.02, 0.02],
+                   failing=crashed)
+  parity = _Scripted(f, [0.06 if decodable else 0.015],
+                     failing=() if decodable else {0})
+  frontend = serving.Frontend(base, np.full(_C, -1.0), code=code,
+                              parity_pools=[parity], hedge_after_s=0.01,
+                              deadline_s=5.0)
+  queries = _queries(2, seed=8)
+  answers = _serve(frontend, queries)
+  latency_s = max(a.latency_s for a in answers)
+  if decodable:
+    expected_BK = _decoded(code, f, queries, [True, True, False])
+    for j, answer in enumerate(answers):
+      assert answer.source == "reconstruction"
+      np.testing.assert_allclose(answer.output, expected_BK[:, j],
+                                 rtol=1e-5, atol=1e-6)
+    assert 0.045 < latency_s < 0.055  # Workers 0 and 1 answered.
+  else:
+    assert [a.source for a in answers] == ["default", "default"]
+    np.testing.assert_array_equal(answers[0].output, np.full((2, _C), -1.0))
+    assert 0.025 < latency_s < 0.035  # When the copies failed.
+  assert dict(frontend.sent) == {"base": 2, "hedge": 2, "parity": 1}
+  answered = frontend.counts["reconstruction"] + frontend.counts["default"]
+  assert answered == 2 and frontend.counts["original"] == 0
+  assert frontend.counts["failure"] == len(crashed) + (not decodable)
+
+
 def test_systematic_berrut_still_answers_originals():
   code = jaxcc.codes.berrut(2, 1)
   f = _f()
@@ -311,18 +349,22 @@ def test_host_coder_equals_the_codes_own_functions(name):
 
 class _Scripted:
   """A pool computing `fn`; its i-th request answers after `delays_s[i]`
-  (None: never)."""
+  (None: never), or fails then (its instance crashed) if i is in
+  `failing`."""
 
-  def __init__(self, fn, delays_s):
-    self.fn, self.delays_s, self.calls = fn, list(delays_s), 0
+  def __init__(self, fn, delays_s, failing=()):
+    self.fn, self.delays_s, self.failing = fn, list(delays_s), set(failing)
+    self.calls = 0
 
   def submit(self, x_B):
     future = asyncio.get_running_loop().create_future()
-    delay_s = self.delays_s[self.calls]
+    delay_s, fails = self.delays_s[self.calls], self.calls in self.failing
     self.calls += 1
     if delay_s is not None:
       asyncio.get_running_loop().call_later(
-          delay_s, lambda: future.done() or future.set_result(self.fn(x_B)))
+          delay_s, lambda: future.done() or (
+              future.set_exception(serving.InstanceFailed("crashed")) if fails
+              else future.set_result(self.fn(x_B))))
     return future
 
 

@@ -88,6 +88,30 @@ def test_a_worker_answers_batched_calls_row_by_row():
 
 
 @pytest.mark.slow
+def test_a_worker_pool_with_a_batch_slo_grows_its_row_cap_from_one():
+  """batch_slo_s reaches the pool: 10 queries queued at once go in calls of
+  1, 2, 3 and 4 rows (AIMD, every call well within 10 s), not 1, 8, 1."""
+  served, f = _system()
+  queries = _queries(10)
+
+  async def main():
+    pool = await serving.LocalPool.create(
+        served.base, np.zeros((1, _D), np.float32), 1, max_batch=8,
+        batch_slo_s=10.0)
+    try:
+      answers = await asyncio.wait_for(asyncio.gather(
+          *(pool.submit(x) for x in queries)), 60.0)
+      return answers, pool.stats()
+    finally:
+      await pool.close()
+
+  answers, stats = asyncio.run(main())
+  for x, y in zip(queries, answers):
+    np.testing.assert_allclose(y, f(x), rtol=1e-5, atol=1e-5)
+  assert stats["calls"] == 4 and stats["row_caps"] == [5]
+
+
+@pytest.mark.slow
 def test_killing_an_instance_mid_run_loses_no_query():
   served, f = _system()
   # Instance 0 is slow (about 50 ms a request), so it is busy when killed.

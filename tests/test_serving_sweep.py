@@ -241,11 +241,8 @@ def test_served_accuracy_weights_each_source_by_its_accuracy():
   assert _sweep.implied_accuracy(served, None) is None
 
 
-def test_sweep_and_shared_modes_need_the_simulator(tmp_path):
+def test_sweep_needs_the_simulator_and_valid_options(tmp_path):
   from configs import serving as serving_config  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ValueError, match="backend=sim only"):
-    serving.run_experiment(serving_config.get_config("modes=parm+adaptive"),
-                           str(tmp_path))
   with pytest.raises(ValueError, match="simulated"):
     serving.run_sweep(serving_config.get_config("loads=0.5"), str(tmp_path))
   with pytest.raises(ValueError, match="source_accuracy must be"):

@@ -12,9 +12,9 @@ Modes, for m base-model instances and coding parameter k:
 - "parm-hedged": ParM's instances; every query coded and hedged (first of
   original, copy and reconstruction wins);
 - "adaptive": m + m/k instances that each hold F and the parity model, on
-  one shared queue (simulated only: a local worker holds one model);
-  `Adaptive` decides per query whether to code it and whether to hedge it
-  from the pool's estimated utilisation.
+  one shared queue (a request names its model, `ModelRequest`); `Adaptive`
+  decides per query whether to code it and whether to hedge it from the
+  pool's estimated utilisation.
 
 Queries arrive as a Poisson process; a latency is measured from when the
 frontend receives a query to when it answers, as in the paper.
@@ -37,6 +37,36 @@ CODED = ("parm", "parm-hedged", "adaptive")
 HEDGED = ("hedged", "parm-hedged")
 SHARED = ("adaptive",)  # One pool of instances serving F and F_P.
 PERCENTILES = (50.0, 99.0, 99.5, 99.9)
+
+
+class ModelRequest:
+  """A request for model `model` of instances that hold several models
+  (the `SHARED` modes), in place of the bare input `x_B`, which is a
+  request for model 0. A pool queues it as it queues `x_B` (`np.shape` and
+  `len` see `x_B`'s); an instance's `call` gets it whole.
+  """
+  __slots__ = ("x_B", "model")
+
+  def __init__(self, x_B, model: int):
+    self.x_B, self.model = x_B, model
+
+  @property
+  def shape(self) -> tuple:
+    return np.shape(self.x_B)
+
+  def __len__(self) -> int:
+    return len(self.x_B)
+
+
+class ModelView:
+  """One model of a pool whose instances hold several: what the frontend
+  submits to it becomes a `ModelRequest` for that model."""
+
+  def __init__(self, pool, model: int):
+    self._pool, self._model = pool, model
+
+  def submit(self, x_B) -> asyncio.Future:
+    return self._pool.submit(ModelRequest(x_B, self._model))
 
 
 class Run(NamedTuple):
@@ -90,8 +120,10 @@ async def build_system(served, make_pool: Callable, *, mode: str, k: int,
     served: a `Served` system; for the `CODED` modes its code must have
       this k.
     make_pool: `async (factory, num_instances, intervals, seed) -> pool`;
-      the factory is None for the `SHARED` modes' instances, which serve
-      both F and the parity model (only simulated instances can).
+      for the `SHARED` modes the factory is a tuple of the distinct models'
+      factories, F's first: every instance holds them all, and requests
+      name theirs (`ModelRequest`; `LocalPool.create` takes such a tuple,
+      simulated instances ignore it).
     k: coding parameter (sets the redundant instances in every mode).
     num_base: m, the base-model instances of "none" and "parm".
     faults: slowdowns (and more) to inject into every instance.
@@ -114,13 +146,15 @@ async def build_system(served, make_pool: Callable, *, mode: str, k: int,
   intervals = _faults.schedule(faults, num_base_pool + num_parity, horizon_s,
                                seed)
   shared = mode in SHARED
-  makes = [make_pool(None if shared else served.base, num_base_pool,
+  models = tuple(dict.fromkeys((served.base,) + served.parities))
+  makes = [make_pool(models if shared else served.base, num_base_pool,
                      intervals[:num_base_pool], seed)]
   if num_parity:
     makes.append(make_pool(served.parities[0], num_parity,
                            intervals[num_base_pool:], seed + 1))
   pools = list(await asyncio.gather(*makes))
-  parity_pools = [pools[0]] * served.code.r if shared else pools[1:]
+  parity_pools = ([ModelView(pools[0], models.index(parity))
+                   for parity in served.parities] if shared else pools[1:])
   policy = None
   if mode == "adaptive":
     if hedge_after_s is None:

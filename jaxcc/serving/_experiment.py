@@ -1,8 +1,8 @@
 """The tail-latency experiment of `serve_bench.py` (paper §V-F).
 
 `run(config, outdir)` serves the same queries in every mode of the config
-("none", "equal-resources", "hedged", "parm") for every k, on the local
-backend (worker processes running the trained F and F_P; the instances'
+(`_bench.MODES`) for every k, on the local backend (worker processes running
+the trained F and F_P, both in each worker for "adaptive"; the instances'
 service times are first measured under the same load, without faults, into
 `outdir/service_times.json`) or simulated in virtual time with service times
 drawn from such a file. It writes `outdir/results.json` and
@@ -32,10 +32,6 @@ def run(config, outdir: str) -> dict:
   os.makedirs(outdir, exist_ok=True)
   plan = _plan(config.modes.split("+"), [int(k) for k in config.ks.split("+")])
   if config.backend == "local":
-    shared = set(config.modes.split("+")) & set(_bench.SHARED)
-    if shared:
-      raise ValueError(f"modes {sorted(shared)} need instances that serve "
-                       "both F and the parity model: backend=sim only")
     rows = asyncio.run(_run_local(config, plan, outdir))
   elif config.backend == "sim":
     rows = _run_sim(config, plan)
@@ -193,7 +189,7 @@ def sim_served(config, k: int):
 def _coding_costs(config, plan):
   """Isolated encode and decode cost per group of each k served."""
   costs = {}
-  for k in sorted({k for mode, k in plan if mode == "parm"}):
+  for k in sorted({k for mode, k in plan if mode in _bench.CODED}):
     served, _ = served_system(config, k)
     costs[k] = _bench.coding_cost_us(served.code, served.input_shape,
                                      served.num_outputs)
@@ -204,7 +200,8 @@ def _row(mode, k, run, config, result, labels):
   row = {"mode": mode, "k": k, "run": run,
          "instances": _bench.instance_counts(mode, k, config.num_base),
          "latency_ms": _bench.latency_summary(result.predictions),
-         "counts": result.counts,
+         "counts": result.counts, "sent": result.sent,
+         "started": result.started, "decisions": result.decisions,
          "latencies_ms": [1e3 * p.latency_s for p in result.predictions]}
   if labels is not None:
     correct = np.array([p.output[0].argmax() == y

@@ -2,9 +2,12 @@
 
 Each instance is a Python process (`jaxcc.serving._worker`) that builds its
 model from a factory, compiles it on the CPU (one thread) for the batch sizes
-it will see and answers requests over a socket pair. The frontend's side of
-each socket is an asyncio stream, so no call ever blocks the event loop: not
-a request to a hung worker, not the model sent to a starting one.
+it will see and answers requests over a socket pair. An instance can hold
+several models (F and its parity models, for the "adaptive" mode): a request
+then names its model (`_bench.ModelRequest`), a bare input being for the
+first. The frontend's side of each socket is an asyncio stream, so no call
+ever blocks the event loop: not a request to a hung worker, not the model
+sent to a starting one.
 
 A pool restarts an instance `faults.restart_s` after its process dies (or
 after it was killed for missing `max_missed` deadlines in a row), retrying
@@ -26,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from jaxcc.serving import _batching
+from jaxcc.serving import _bench
 from jaxcc.serving import _faults
 from jaxcc.serving import _logs
 from jaxcc.serving import _pool
@@ -45,8 +49,9 @@ class WorkerInstance:
   Start one with `await WorkerInstance.launch(...)`.
   """
 
-  def __init__(self, process, reader, writer):
+  def __init__(self, process, reader, writer, num_models=1):
     self._process = process
+    self.num_models = num_models
     self._reader, self._writer = reader, writer
     self._pending = {}
     self._next_id = 0
@@ -55,12 +60,14 @@ class WorkerInstance:
     self._reading = None
 
   @classmethod
-  async def launch(cls, setup: bytes, timeout_s: float) -> "WorkerInstance":
+  async def launch(cls, setup: bytes, timeout_s: float,
+                   num_models: int = 1) -> "WorkerInstance":
     """Spawns a worker, sends it `setup` and waits until it is ready.
 
     Args:
-      setup: the framed `(factory, example_B, batch sizes)` message.
+      setup: the framed `(factories, example_B, batch sizes)` message.
       timeout_s: how long the worker may take to build and compile.
+      num_models: how many factories `setup` holds.
     """
     parent, child = socket.socketpair()
     process = None
@@ -77,7 +84,7 @@ class WorkerInstance:
         process.kill()
         await asyncio.to_thread(process.wait)
       raise
-    instance = cls(process, reader, writer)
+    instance = cls(process, reader, writer, num_models)
     writer.write(setup)  # Buffered: the loop sends it as the worker reads.
     try:
       ready = await asyncio.wait_for(_read_message(reader), timeout_s)
@@ -94,13 +101,23 @@ class WorkerInstance:
     return self._process.pid
 
   def call(self, x_B, delay_s: float) -> asyncio.Future:
+    """`y_BC` of the first model, or of the one a `ModelRequest` names."""
     future = asyncio.get_running_loop().create_future()
+    model = 0
+    if isinstance(x_B, _bench.ModelRequest):
+      x_B, model = x_B.x_B, x_B.model
     if not self.alive:
       future.set_exception(_pool.InstanceFailed("instance is not running"))
       return future
+    if not 0 <= model < self.num_models:
+      future.set_exception(ValueError(
+          f"a request for model {model}: worker {self.pid} holds models 0 "
+          f"to {self.num_models - 1}"))
+      return future
     self._next_id += 1
     self._pending[self._next_id] = future
-    self._writer.write(_worker.frame((self._next_id, x_B, delay_s)))
+    message = (self._next_id, x_B, delay_s) + ((model,) if model else ())
+    self._writer.write(_worker.frame(message))
     return future
 
   def kill(self) -> None:
@@ -163,18 +180,21 @@ class LocalPool(_pool.SharedQueuePool):
       killed and replaced; at most `max_in_flight`.
     max_backoff_s: longest wait between two failed restarts.
     max_rows: most rows in one call to a worker (`SharedQueuePool`).
+    batch_slo_s: a call's service-time objective: each worker's row cap
+      then follows AIMD up to `max_rows` (`SharedQueuePool`); None: off.
   """
 
   def __init__(self, instances, spawn, *, faults=_faults.Faults(),
                intervals=None, seed=0, rpc_timeout_s=1.0, max_in_flight=2,
-               max_missed=2, max_backoff_s=30.0, max_rows=1):
+               max_missed=2, max_backoff_s=30.0, max_rows=1,
+               batch_slo_s=None):
     if intervals is None:
       intervals = [np.zeros((0, 2))] * len(instances)
     super().__init__(instances,
                      injector=_faults.Injector(faults, intervals, seed),
                      rpc_timeout_s=rpc_timeout_s,
                      max_in_flight=max_in_flight, max_missed=max_missed,
-                     max_rows=max_rows)
+                     max_rows=max_rows, batch_slo_s=batch_slo_s)
     self._spawn = spawn
     self._faults, self._seed = faults, seed
     self._max_backoff_s = max_backoff_s
@@ -187,11 +207,16 @@ class LocalPool(_pool.SharedQueuePool):
                    faults: _faults.Faults = _faults.Faults(), intervals=None,
                    seed: int = 0, rpc_timeout_s: Optional[float] = 1.0,
                    max_in_flight: int = 2, max_missed: Optional[int] = 2,
-                   max_batch: int = 1, start_timeout_s: float = 120.0):
+                   max_batch: int = 1, batch_slo_s: Optional[float] = None,
+                   start_timeout_s: float = 120.0):
     """Starts `num_instances` workers of `model_factory`.
 
     Args:
-      model_factory: a factory from `jaxcc.serving` (e.g. `Served.base`).
+      model_factory: a factory from `jaxcc.serving` (e.g. `Served.base`), or
+        a tuple of them: each worker then holds every model, a request names
+        its model by its index (`_bench.ModelRequest`; a bare input is for
+        the first), and the pool sends one request per call (it batches by
+        example shape, not by model).
       example_B: an input batch to compile the model on.
       num_instances: number of worker processes.
       faults: faults to inject once `begin_faults` is called.
@@ -202,13 +227,18 @@ class LocalPool(_pool.SharedQueuePool):
       max_missed: calls in a row past their timeout after which a worker is
         killed and replaced (None: never); at most `max_in_flight`.
       max_batch: the largest query batch; workers compile every bucket up to
-        it before they take requests, and the pool batches queued queries
-        into calls of up to that many rows.
+        it (for every model) before they take requests, and a pool of one
+        model batches queued queries into calls of up to that many rows.
+      batch_slo_s: a call's service-time objective for the AIMD row cap
+        (`SharedQueuePool`); None: calls take up to `max_batch` rows.
       start_timeout_s: how long a worker may take to become ready.
     """
-    setup = _worker.frame((model_factory, np.asarray(example_B),
+    factories = (model_factory if isinstance(model_factory, tuple)
+                 else (model_factory,))
+    setup = _worker.frame((factories, np.asarray(example_B),
                            _batching.buckets(max_batch)))
-    spawn = functools.partial(WorkerInstance.launch, setup, start_timeout_s)
+    spawn = functools.partial(WorkerInstance.launch, setup, start_timeout_s,
+                              len(factories))
     started = await asyncio.gather(*(spawn() for _ in range(num_instances)),
                                    return_exceptions=True)
     errors = [s for s in started if isinstance(s, BaseException)]
@@ -218,7 +248,9 @@ class LocalPool(_pool.SharedQueuePool):
       raise errors[0]
     return cls(started, spawn, faults=faults, intervals=intervals, seed=seed,
                rpc_timeout_s=rpc_timeout_s, max_in_flight=max_in_flight,
-               max_missed=max_missed, max_rows=max_batch)
+               max_missed=max_missed,
+               max_rows=max_batch if len(factories) == 1 else 1,
+               batch_slo_s=batch_slo_s)
 
   def begin_faults(self, t0: float, horizon_s: float) -> None:
     """Also kills instances at the Poisson times of `faults.crash_rate`."""

@@ -21,15 +21,29 @@ that frees up takes every queued request of the same example shape, up to
 request gets its own rows of the output. At low load a call holds one
 request; as the queue grows, calls grow with it. A batch shares its fate:
 its injected slowdown and drop, its timeout and its instance's failure.
+
+With a latency objective `batch_slo_s`, each instance's row cap follows
+Clipper's AIMD instead (`_batching.AimdSizer`): from one row it grows by one
+after each full call whose service time (dispatch to reply) met the
+objective and shrinks by 10 % after each call that missed it, within
+[1, max_rows]. The cap is per instance, as Clipper keeps one per model
+container: instances may differ (a slowed or remote one), each serves one
+call at a time, so its observations are a clean sequence of its own cap's
+outcomes, and a slow instance does not shrink the others' calls. It
+survives the instance's replacement (the same model on the same machine).
+Every answer counts, on time or late, dropped or not; a call that failed
+(its instance died) says nothing about its size and does not.
 """
 
 import asyncio
 import collections
+import copy
 import logging
 from typing import Optional
 
 import numpy as np
 
+from jaxcc.serving import _batching
 from jaxcc.serving import _faults
 from jaxcc.serving import _logs
 
@@ -64,13 +78,16 @@ class SharedQueuePool:
       treated as dead (None: never); at most `max_in_flight`.
     max_rows: most rows in one call (1: no batching; a longer request
       still goes alone).
+    batch_slo_s: the service time a call should stay within: each
+      instance's row cap then follows AIMD up to `max_rows` (None: always
+      `max_rows`).
   """
 
   def __init__(self, instances, *,
                injector: Optional[_faults.Injector] = None,
                rpc_timeout_s: Optional[float] = None,
                max_in_flight: int = 2, max_missed: Optional[int] = None,
-               max_rows: int = 1):
+               max_rows: int = 1, batch_slo_s: Optional[float] = None):
     if injector is not None and injector.faults.drop_prob and (
         rpc_timeout_s is None):
       raise ValueError("injected drops need an rpc_timeout_s: a lost "
@@ -81,10 +98,9 @@ class SharedQueuePool:
                        f"instance gets max_in_flight calls, then none); got "
                        f"max_missed={max_missed}, max_in_flight="
                        f"{max_in_flight}")
-    if max_rows < 1:
-      raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     self._slots = [_Slot(i) for i in instances]
-    self._max_rows = max_rows
+    sizer = _batching.sizer(max_rows, batch_slo_s)
+    self._sizers = [copy.copy(sizer) for _ in self._slots]
     self._injector = injector
     self._rpc_timeout_s = rpc_timeout_s
     self._max_in_flight = max_in_flight
@@ -93,6 +109,7 @@ class SharedQueuePool:
     self._free = collections.deque(range(len(self._slots)))
     self.service_s = []  # dispatch-to-reply time of every answered request
     self.started = 0  # requests an instance began (the work done)
+    self.calls = 0  # calls made (a call holds one or more requests)
     self.unresponsive = 0  # instances treated as dead for missed deadlines
 
   @property
@@ -117,13 +134,14 @@ class SharedQueuePool:
 
   def stats(self) -> dict:
     """Instances, live ones, queued requests, unanswered calls, retirements,
-    requests started."""
+    requests started, calls made, and each instance's row cap."""
     return {"instances": len(self._slots),
             "live": sum(s.instance.alive and not s.retired
                         for s in self._slots),
             "queued": sum(not f.done() for _, f in self._waiting),
             "in_flight": sum(s.in_flight for s in self._slots),
-            "unresponsive": self.unresponsive, "started": self.started}
+            "unresponsive": self.unresponsive, "started": self.started,
+            "calls": self.calls, "row_caps": [s.rows() for s in self._sizers]}
 
   def replace(self, index: int, instance) -> None:
     """Puts a (restarted) instance into slot `index` and gives it work."""
@@ -154,13 +172,13 @@ class SharedQueuePool:
       index = self._free.popleft()
       if not self._is_free(self._slots[index]):  # Rejoins via _release.
         continue
-      batch = self._batch()
+      batch = self._batch(self._sizers[index].rows())
       if not batch:
         self._free.appendleft(index)
         return
       self._start(index, batch)
 
-  def _batch(self) -> list:
+  def _batch(self, max_rows) -> list:
     """Takes the queue's first live request, and the live ones after it of
     the same example shape while the rows fit in `max_rows`."""
     batch, rows = [], 0
@@ -168,7 +186,7 @@ class SharedQueuePool:
       x_B, future = self._waiting[0]
       if not future.done():  # Else withdrawn while queued: skipped.
         if batch and (np.shape(x_B)[1:] != np.shape(batch[0][0])[1:]
-                      or rows + len(x_B) > self._max_rows):
+                      or rows + len(x_B) > max_rows):
           break
         batch.append((x_B, future))
         rows += len(x_B)
@@ -183,10 +201,9 @@ class SharedQueuePool:
     slot.busy = True
     slot.in_flight += 1
     self.started += len(batch)
+    self.calls += 1
     call = _Call(slot, [future for _, future in batch], drop, loop.time())
-    call.ends = np.cumsum([len(x) for x, _ in batch])
-    x_B = (batch[0][0] if len(batch) == 1 else
-           np.concatenate([x for x, _ in batch]))
+    x_B, call.ends = _batching.join([x for x, _ in batch])
     call.reply = slot.instance.call(x_B, delay_s)
     if self._rpc_timeout_s is not None:
       call.timer = loop.call_later(self._rpc_timeout_s, self._timeout, index,
@@ -197,16 +214,15 @@ class SharedQueuePool:
     """The instance answered (or failed) one call."""
     call.slot.in_flight -= 1
     error = call.reply.exception()
+    seconds = asyncio.get_running_loop().time() - call.started
     if error is None:
       call.slot.missed = 0
+      self._sizers[index].observe(int(call.ends[-1]), seconds)
     if (error is not None or not call.drop) and call.end():
       if error is None:
-        self.service_s += [asyncio.get_running_loop().time()
-                           - call.started] * len(call.futures)
-        y_B = call.reply.result()
-        parts = ([y_B] if len(call.futures) == 1 else
-                 np.split(np.asarray(y_B), call.ends[:-1]))
-        for future, y in zip(call.futures, parts):
+        self.service_s += [seconds] * len(call.futures)
+        for future, y in zip(call.futures,
+                             _batching.split(call.reply.result(), call.ends)):
           if not future.done():
             future.set_result(y)
       else:

@@ -7,6 +7,13 @@ HTTP with the same endpoints and checks as the local server (see
 failed replica call counts as a failure and is rebuilt or defaulted like a
 crashed local instance. Needs `ray[serve]`.
 
+Each replica batches the requests queued at it (Ray Serve's `@serve.batch`),
+like the local pool: a batch takes what is queued, up to `max_batch` rows
+(a longer request goes alone), and runs as one call padded to its
+power-of-two bucket (`_batching`); every bucket up to `max_batch` compiles
+before the replica is ready. With `batch_slo_s`, the row cap follows
+Clipper's AIMD on the replica's compute time (`_batching.AimdSizer`).
+
   app = ray_backend.application(served, num_base=2, num_parity=1)
   ray_backend.run(app, port=8000)  # then jaxcc.serving.Client(url)
 """
@@ -16,24 +23,57 @@ import os
 import time
 from typing import Optional
 
+import numpy as np
 import ray
 from ray import serve
 from starlette import requests
 from starlette import responses
 
+from jaxcc.serving import _batching
 from jaxcc.serving import _frontend
 from jaxcc.serving import _http
 
 
+def _rows(xs_B) -> int:
+  """A batch's size for `@serve.batch`: its rows; one request always fits."""
+  return sum(len(x_B) for x_B in xs_B) if len(xs_B) > 1 else 1
+
+
 @serve.deployment
 class ModelInstance:
-  """A replica of F or of a parity model."""
+  """A replica of F or of a parity model, batching its queued requests.
 
-  def __init__(self, model_factory):
-    self._fn = model_factory()
+  Args:
+    model_factory: builds `fn(x_B) -> y_BC` (a `Served` factory).
+    example_B: an input to compile the model on.
+    max_batch: most rows in one call.
+    batch_slo_s: the compute time a call should stay within (AIMD row cap);
+      None: always up to `max_batch`.
+    batch_wait_s: how long a batch waits for more requests (0: takes what
+      is queued).
+  """
 
-  def __call__(self, x_B):
-    return self._fn(x_B)
+  def __init__(self, model_factory, example_B, max_batch: int,
+               batch_slo_s: Optional[float] = None, batch_wait_s: float = 0.0):
+    self._fn = _batching.padded(model_factory())
+    for size in _batching.buckets(max_batch):
+      self._fn(_batching.pad(example_B[:1], size))
+    self._sizer = _batching.sizer(max_batch, batch_slo_s)
+    self.__call__.set_max_batch_size(self._sizer.rows())
+    self.__call__.set_batch_wait_timeout_s(batch_wait_s)
+
+  @serve.batch(batch_size_fn=_rows)
+  async def __call__(self, xs_B):
+    return self.predict(xs_B)
+
+  def predict(self, xs_B) -> list:
+    """The outputs of each input, from one call on all their rows."""
+    tic = time.perf_counter()
+    x_B, ends = _batching.join(xs_B)
+    ys_B = _batching.split(self._fn(x_B), ends)
+    self._sizer.observe(int(ends[-1]), time.perf_counter() - tic)
+    self.__call__.set_max_batch_size(self._sizer.rows())
+    return ys_B
 
 
 class _HandlePool:
@@ -91,6 +131,7 @@ class CodingFrontend:
 def application(served, *, num_base: int, num_parity: int,
                 group_timeout_s: Optional[float] = None,
                 deadline_s: Optional[float] = None, max_batch: int = 64,
+                batch_slo_s: Optional[float] = None, batch_wait_s: float = 0.0,
                 num_cpus: float = 0.25) -> serve.Application:
   """The coded serving application (`num_parity=0`: no coding).
 
@@ -100,17 +141,27 @@ def application(served, *, num_base: int, num_parity: int,
     num_parity: replicas of the parity model.
     group_timeout_s: frontend group timeout.
     deadline_s: frontend deadline for the default prediction.
-    max_batch: most examples in one HTTP request.
+    max_batch: most examples in one HTTP request, and most rows in one
+      call of a replica (queued requests are batched up to it).
+    batch_slo_s: the compute time a replica's call should stay within: its
+      row cap then follows AIMD up to `max_batch` (None: always `max_batch`).
+    batch_wait_s: how long a replica's batch waits for more requests.
     num_cpus: CPUs reserved per replica; fractional so that every replica
       fits on a small machine.
   """
   if num_parity and served.code.r != 1:
     raise ValueError("the Ray backend deploys one parity model (r = 1)")
   options = {"ray_actor_options": {"num_cpus": num_cpus}}
+  # Room for one batch in progress and the next one queued.
+  replica = dict(options, max_ongoing_requests=2 * max_batch)
+  example_B = served.preprocess(
+      np.zeros((1,) + tuple(served.input_shape), served.input_dtype))
+  batching = (example_B, max_batch, batch_slo_s, batch_wait_s)
   base = ModelInstance.options(name="base", num_replicas=num_base,
-                               **options).bind(served.base)
+                               **replica).bind(served.base, *batching)
   parities = [ModelInstance.options(name="parity", num_replicas=num_parity,
-                                    **options).bind(served.parities[0])
+                                    **replica).bind(served.parities[0],
+                                                    *batching)
               ] if num_parity else []
   return CodingFrontend.options(**options).bind(
       base, parities, served, group_timeout_s, deadline_s, max_batch)
