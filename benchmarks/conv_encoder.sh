@@ -20,14 +20,8 @@
 # Environment overrides: PYTHON, DATA, DATASETS, WORK, EPOCHS, BASE_EPOCHS,
 # EVAL_EVERY, LIMIT, BUDGET.
 set -uo pipefail
-START=$(date +%s)
-cd "$(dirname "$0")/.."
-: "${OUT:?set OUT to the results directory}"
-mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-exec > >(tee "$OUT/log.txt") 2>&1
-TEE_PID=$!
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/_common.sh"
+begin
 
 if [ "${TINY:-0}" = 1 ]; then
   DATASETS=${DATASETS:-embedded} EPOCHS=${EPOCHS:-1} BASE_EPOCHS=${BASE_EPOCHS:-1}
@@ -40,29 +34,13 @@ fi
 BUDGET=${BUDGET:-540}
 LIMIT=${LIMIT:-260}
 
-if compgen -G ".whl/*.whl" > /dev/null; then
-  SITE=$(mktemp -d /tmp/jaxcc_site.XXXXXX)
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-      --upgrade --target "$SITE" .whl/*.whl || exit 1
-  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-fi
+install_wheels
 "$PY" -c "import jax; print('backend', jax.default_backend(), jax.devices())"
-
-# Seconds left of BUDGET, at most $1 and at least 1 (timeout 0 never stops).
-left() {
-  local rest=$(( BUDGET - ($(date +%s) - START) ))
-  (( rest > $1 )) && rest=$1
-  (( rest < 1 )) && rest=1
-  echo "$rest"
-}
 
 for name in $DATASETS; do
   dataset=$name
   [ "$name" = embedded ] || dataset=npz:${DATA:-data}/$name
-  if [[ $dataset == npz:* && ! -f ${dataset#npz:}/train.npz ]]; then
-    echo "=== no ${dataset#npz:}/train.npz: copy ../shared/data/$name there and carry it"
-    continue
-  fi
+  missing_data "$dataset" && continue
   workdir=$WORK/$name
   limit=$(left "$LIMIT")
   if (( limit < 20 )); then echo "=== $name skipped: budget spent"; continue; fi
@@ -82,6 +60,4 @@ for name in $DATASETS; do
   done
   tar czf "$OUT/$name/workdir.tgz" -C "$WORK" "$name"
 done
-echo "=== $(date -u +%H:%M:%S) done in $(( $(date +%s) - START ))s"
-exec > /dev/null 2>&1
-wait "$TEE_PID"  # log.txt complete before the call returns
+finish

@@ -31,15 +31,9 @@
 # EPOCHS, LEARNED_EPOCHS, SMALL_ARGS, BIG_ARGS, PIPE_ARGS, LIMIT_SMALL,
 # LIMIT_BIG, LIMIT_PIPE, LIMIT_TRAIN, BUDGET.
 set -uo pipefail
-START=$(date +%s)
-cd "$(dirname "$0")/.."
-: "${OUT:?set OUT to the results directory}"
-mkdir -p "$OUT"
-PY=${PYTHON:-python3}
+source "$(dirname "$0")/_common.sh"
+begin
 WORK=$(mktemp -d /tmp/jaxcc_gpu.XXXXXX)
-exec > >(tee "$OUT/log.txt") 2>&1
-TEE_PID=$!
-export PYTHONUNBUFFERED=1
 
 if [ "${TINY:-0}" = 1 ]; then
   SMALL_ARGS=${SMALL_ARGS:-models=mlp,ks=2,steps=2,repeats=2,batch=8,inference_batch=64,code_batch=64,peak_size=256,bandwidth_mib=16,codes=summation+learned-conv}
@@ -61,21 +55,16 @@ fi
 # part NAME LIMIT COMMAND...: COMMAND within LIMIT seconds and what is left of
 # BUDGET; a part stopped or failed is logged and the script goes on.
 part() {
-  local name=$1 limit=$2 left
+  local name=$1 limit
+  limit=$(left "$2")
   shift 2
-  left=$(( BUDGET - ($(date +%s) - START) ))
-  (( left < limit )) && limit=$left
   if (( limit < 10 )); then echo "=== $name skipped: budget spent"; return; fi
   echo "=== $(date -u +%H:%M:%S) $name (limit ${limit}s)"
   timeout "$limit" "$@" || echo "=== $name stopped: rc=$?"
 }
 
 echo "=== $(date -u +%H:%M:%S) packages"
-if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-      --upgrade --target "$WORK/site" .whl/*.whl || exit 1
-  export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
+install_wheels
 {
   date -u
   nvidia-smi 2>&1 || echo "no nvidia-smi"
@@ -100,9 +89,7 @@ fi
 if grep -q MISSING "$OUT/env.txt"; then
   echo "missing Python packages (env.txt): carry their wheels in .whl/"; exit 1
 fi
-if [[ $DATASET == npz:* && ! -f ${DATASET#npz:}/train.npz ]]; then
-  echo "no ${DATASET#npz:}/train.npz: copy ../shared/data/mnist to data/mnist and carry it"; exit 1
-fi
+missing_data "$DATASET" && exit 1
 
 part "benchmark: small models" "${LIMIT_SMALL:-160}" "$PY" benchmark.py \
     --config "configs/benchmark.py:$SMALL_ARGS,name=bench_small" --out "$WORK"
@@ -144,7 +131,5 @@ with open(out, "w") as f:
              "eval": read("eval.json")}, f, indent=1)
 PY
 done
-echo "=== $(date -u +%H:%M:%S) done in $(( $(date +%s) - START ))s"
 rm -rf "$WORK"
-exec > /dev/null 2>&1
-wait "$TEE_PID"  # log.txt complete before the call returns
+finish

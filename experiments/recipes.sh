@@ -96,20 +96,7 @@ for k in $ks; do
   done
 done
 
-python - "$base" "$best" $ks <<'EOF'
-import json, sys
-import numpy as np
-base, best, ks = sys.argv[1], sys.argv[2], sys.argv[3:]
-def result(run):
-  with open(f"{base}/{run}/eval.json") as f:
-    e = json.load(f)
-  return 100 * e["available_accuracy"], 100 * e["degraded_accuracy"]
-print("| k | recipe | A_a | test A_d, seeds 0/1/2 | mean ± std |")
-print("|---|---|---|---|---|")
-for k in ks:
-  for r in dict.fromkeys(["paper", best]):
-    a = [result(f"k{k}-{r}-s{s}") for s in range(3)]
-    d = np.array([x[1] for x in a])
-    print(f"| {k} | {r} | {a[0][0]:.2f} | {' / '.join(f'{x:.2f}' for x in d)}"
-          f" | {d.mean():.2f} ± {d.std(ddof=1):.2f} |")
-EOF
+recipes=paper
+[[ $best == paper ]] || recipes="paper,$best"
+python experiments/recipe_table.py --runs "$base" --recipes "$recipes" \
+  --ks "${ks// /,}"

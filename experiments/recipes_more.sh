@@ -22,6 +22,7 @@ declare -A recipe=(
   [kl-t8-w4]="parity_loss=decoded-kl,temperature=8,width=4"
   [concat]="code=concatenation"
   [concat-kl-t4-w4]="code=concatenation,parity_loss=decoded-kl,temperature=4,width=4"
+  [concat-kl-t4-w4-cos]="code=concatenation,parity_loss=decoded-kl,temperature=4,width=4,schedule=cosine,warmup_epochs=2"
 )
 for seed in $seeds; do
 for k in $ks; do
@@ -29,10 +30,7 @@ for k in $ks; do
     dir="$base/k$k-$r-e$epochs-s$seed"
     python train.py --config "configs/parity.py:dataset=npz:$root/$name,model=mlp,k=$k,seed=$seed,base_epochs=30,epochs=$epochs,eval_every=5,${recipe[$r]}" \
       --config.base_workdir="$base" --workdir "$dir" > /dev/null
-    python -c "import json, sys
-v = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl') if 'val_degraded_accuracy' in l][-1]
-e = json.load(open(sys.argv[1] + '/eval.json'))
-print(sys.argv[1], 'val A_d', round(100 * v['val_degraded_accuracy'], 2), 'test A_d', round(100 * e['degraded_accuracy'], 2))" "$dir"
+    python experiments/run_summary.py "$dir"
   done
 done
 done

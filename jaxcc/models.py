@@ -287,19 +287,8 @@ def get(name: str, input_shape: tuple, num_outputs: int,
   num_outputs = int(num_outputs)
   shape = _example_shape(input_shape)
   built_for = tuple(input_shape)
-  module = _module(name, shape, num_outputs, dtype, width)
-  # One compilation is much faster than running the initialisers eagerly.
-  init_jit = jax.jit(
-      lambda key: module.init(key, jnp.zeros((1,) + shape, dtype)))
 
-  def init(key, input_shape=None):
-    if input_shape is not None and _example_shape(input_shape) != shape:
-      raise ValueError(f"init got input_shape {tuple(input_shape)}, but the "
-                       f"model was built for {built_for}")
-    return init_jit(key)
-
-  def apply(variables, x, train=False):
-    x = jnp.asarray(x)
+  def prepare(x):
     x_shape = x.shape[1:]
     if x.ndim == 3:
       x = x[..., None]
@@ -307,14 +296,11 @@ def get(name: str, input_shape: tuple, num_outputs: int,
       raise ValueError(f"apply expects inputs shaped (batch, *input_shape) "
                        f"with input_shape {built_for} (as given to "
                        f"get); got per-example shape {x_shape}")
-    x = x.astype(dtype)
-    if not train:
-      return module.apply(variables, x).astype(jnp.float32)
-    outputs, updates = module.apply(variables, x, train=True,
-                                    mutable=["batch_stats"])
-    return outputs.astype(jnp.float32), updates.get("batch_stats", {})
+    return x.astype(dtype)
 
-  return Model(name=name, init=init, apply=apply, num_outputs=num_outputs)
+  return _pure(_module(name, shape, num_outputs, dtype, width), name,
+               num_outputs, jnp.zeros((1,) + shape, dtype), prepare,
+               example_shape=_example_shape)
 
 
 # F's forward passes over datasets and coding groups.
@@ -431,7 +417,6 @@ def _wrap(module, shape, name):
   name = name or type(module).__name__
   takes_train = "train" in inspect.signature(module.__call__).parameters
   eval_kw = {"train": False} if takes_train else {}
-  train_kw = {"train": True} if takes_train else {}
   x_1 = jnp.zeros((1,) + shape, jnp.float32)
   try:
     out = jax.eval_shape(
@@ -443,27 +428,46 @@ def _wrap(module, shape, name):
   if len(getattr(out, "shape", ())) != 2:
     raise ValueError(f"{name} must return outputs shaped (batch, C); got "
                      f"{getattr(out, 'shape', type(out).__name__)}")
-  init_jit = jax.jit(lambda key: module.init(key, x_1, **eval_kw))
 
-  def init(key, input_shape=None):
-    if input_shape is not None and tuple(input_shape) != shape:
-      raise ValueError(f"init got input_shape {tuple(input_shape)}, but "
-                       f"{name} was wrapped for {shape}")
-    return init_jit(key)
-
-  def apply(variables, x, train=False):
-    x = jnp.asarray(x)
+  def prepare(x):
     if x.shape[1:] != shape:
       raise ValueError(f"{name} was wrapped for inputs shaped (batch, "
                        f"*{shape}); got per-example shape {x.shape[1:]}")
+    return x
+
+  return _pure(module, name, int(out.shape[1]), x_1, prepare, takes_train)
+
+
+def _pure(module, name, num_outputs, x_1, prepare, takes_train=True, *,
+          example_shape=tuple) -> Model:
+  """The `Model` of a flax `module` for inputs shaped like the batch `x_1`.
+
+  `init(key, input_shape)` checks `example_shape(input_shape)` against one
+  example of `x_1`; `apply` passes its inputs through `prepare(x)` (checks
+  and casts them) and `train` on to the module when it `takes_train`.
+  """
+  def kwargs(train):
+    return {"train": train} if takes_train else {}
+
+  shape = x_1.shape[1:]
+  # One compilation is much faster than running the initialisers eagerly.
+  init_jit = jax.jit(lambda key: module.init(key, x_1, **kwargs(False)))
+
+  def init(key, input_shape=None):
+    if input_shape is not None and example_shape(input_shape) != shape:
+      raise ValueError(f"init got input_shape {tuple(input_shape)}, but "
+                       f"{name} was built for {shape}")
+    return init_jit(key)
+
+  def apply(variables, x, train=False):
+    x = prepare(jnp.asarray(x))
     if not train:
-      return module.apply(variables, x, **eval_kw).astype(jnp.float32)
+      return module.apply(variables, x, **kwargs(False)).astype(jnp.float32)
     outputs, updates = module.apply(variables, x, mutable=["batch_stats"],
-                                    **train_kw)
+                                    **kwargs(True))
     return outputs.astype(jnp.float32), updates.get("batch_stats", {})
 
-  return Model(name=name, init=init, apply=apply,
-                      num_outputs=int(out.shape[1]))
+  return Model(name=name, init=init, apply=apply, num_outputs=num_outputs)
 
 
 def first_line(error: BaseException) -> str:

@@ -302,6 +302,12 @@ def test_clear_errors(call, match):
     call()
 
 
+def test_a_diverging_fit_stops_at_its_first_non_finite_epoch():
+  with pytest.raises(FloatingPointError,
+                     match=r"\[parity models\] loss became .* in epoch 1;"):
+    _fit(preprocess=_preprocess, learning_rate=1e30)
+
+
 # Real data: the embedded MNIST digits (no download).
 
 

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from configs import parity as parity_config
 from jaxcc import evaluation
 from jaxcc import experiment
+from jaxcc import logs
 from jaxcc import models
 from jaxcc import stages
 from jaxcc import training
@@ -142,6 +144,27 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         f.write(b"not a checkpoint")
   with pytest.raises(ValueError, match="damaged"):
     evaluation.evaluate(config, str(tmp_path))
+
+
+def test_a_stage_whose_loss_is_not_finite_stops_with_a_clear_error(
+    tmp_path):
+  writer = logs.MetricWriter(str(tmp_path))
+  ctx = stages._Context(config=_config(), mesh=None, place=jax.device_put,
+                        normalize=None, loop=None, images=None,
+                        writer=writer)
+
+  def epoch_fn(state, key_e, *, start, stop, progress):
+    del key_e, progress
+    return state, jnp.full(stop - start, jnp.nan)
+  try:
+    with pytest.raises(FloatingPointError,
+                       match=r"\[base\] loss became nan in epoch 1;"):
+      stages.run_stage("base", str(tmp_path / "base"), 2,
+                       {"w": jnp.zeros(2)}, epoch_fn, lambda state: {}, ctx,
+                       steps_per_epoch=3, examples_per_step=4,
+                       key=jax.random.PRNGKey(0))
+  finally:
+    writer.close()
 
 
 def test_evaluate_without_training_is_a_clear_error(tmp_path):
