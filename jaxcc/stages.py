@@ -217,66 +217,70 @@ def run_stage(stage, directory, epochs, state, epoch_fn, validate, ctx, *,
   ckpt = checkpoints.Checkpointer(directory)
   mid = (checkpoints.Checkpointer(os.path.join(directory, MID_EPOCH_DIR))
          if every < steps_per_epoch else None)
-  start = 0
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state, fallback=True)
-    start = meta["epoch"]
-  resumed = _restore_mid_epoch(mid, state, start, steps_per_epoch)
-  if resumed:
-    start, first, state, done_S = resumed
-    logs.info(f"[{stage}] resuming from epoch {start}, step {first} "
-              f"({directory})")
-  else:
-    first, done_S = 0, np.zeros(0, np.float32)
-    if start:
-      logs.info(f"[{stage}] resuming from epoch {start} ({directory})")
-  ctx.writer.resume(stage, start)
-  state = ctx.place(state)
-  last_save = stage_began = time.monotonic()
-  trained = 0
-  for e in range(start, epochs):
-    began = time.perf_counter()
-    key_e = jax.random.fold_in(key, e)
-    progress = logs.Progress(steps_per_epoch, examples_per_step, first)
-    losses, s = [jnp.asarray(done_S)], first
-    while s < steps_per_epoch:
-      stop = min((s // every + 1) * every, steps_per_epoch)
-      state, loss_S = epoch_fn(state, key_e, start=s, stop=stop,
-                               progress=progress)
-      losses.append(loss_S.astype(jnp.float32))
-      s = stop
-      if s < steps_per_epoch:
-        _save_mid_epoch(mid, e, s, state, jnp.concatenate(losses),
-                        steps_per_epoch)
-        progress(s)  # a scanned part reports only here
-    loss = float(jnp.mean(jnp.concatenate(losses)))
-    seconds = time.perf_counter() - began
-    if not np.isfinite(loss):
-      raise FloatingPointError(
-          f"[{stage}] loss became {loss} in epoch {e + 1}; lower the "
-          "learning rate or check the inputs")
-    examples = (steps_per_epoch - first) * examples_per_step
-    trained += examples
-    first, done_S = 0, np.zeros(0, np.float32)
-    record = {"stage": stage, "epoch": e + 1, "loss": loss,
-              "seconds": seconds, "examples_per_sec": examples / seconds}
-    done = e + 1 == epochs
-    if done or (e + 1) % ctx.config.eval_every == 0:
-      record.update(validate(state))
-    if done or time.monotonic() - last_save >= ctx.config.checkpoint_every_secs:
-      ckpt.save(e + 1, state, {"epoch": e + 1})
-      last_save = time.monotonic()
-    ctx.writer.write(record)
-    logs.info(_format_record(record, epochs))
-  if epochs > start:
-    seconds = time.monotonic() - stage_began
-    ctx.writer.write({"stage": stage, "summary": True, "epochs": epochs - start,
-                  "seconds": seconds, "examples_per_sec": trained / seconds})
-  ckpt.close()
-  if mid is not None:
-    mid.close()
-    if jax.process_index() == 0:  # the stage's last checkpoint is later
-      shutil.rmtree(mid.directory, ignore_errors=True)
+  try:
+    start = 0
+    if ckpt.latest_step() is not None:
+      state, meta = ckpt.restore(state, fallback=True)
+      start = meta["epoch"]
+    resumed = _restore_mid_epoch(mid, state, start, steps_per_epoch)
+    if resumed:
+      start, first, state, done_S = resumed
+      logs.info(f"[{stage}] resuming from epoch {start}, step {first} "
+                f"({directory})")
+    else:
+      first, done_S = 0, np.zeros(0, np.float32)
+      if start:
+        logs.info(f"[{stage}] resuming from epoch {start} ({directory})")
+    ctx.writer.resume(stage, start)
+    state = ctx.place(state)
+    last_save = stage_began = time.monotonic()
+    trained = 0
+    for e in range(start, epochs):
+      began = time.perf_counter()
+      key_e = jax.random.fold_in(key, e)
+      progress = logs.Progress(steps_per_epoch, examples_per_step, first)
+      losses, s = [jnp.asarray(done_S)], first
+      while s < steps_per_epoch:
+        stop = min((s // every + 1) * every, steps_per_epoch)
+        state, loss_S = epoch_fn(state, key_e, start=s, stop=stop,
+                                 progress=progress)
+        losses.append(loss_S.astype(jnp.float32))
+        s = stop
+        if s < steps_per_epoch:
+          _save_mid_epoch(mid, e, s, state, jnp.concatenate(losses),
+                          steps_per_epoch)
+          progress(s)  # a scanned part reports only here
+      loss = float(jnp.mean(jnp.concatenate(losses)))
+      seconds = time.perf_counter() - began
+      if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"[{stage}] loss became {loss} in epoch {e + 1}; lower the "
+            "learning rate or check the inputs")
+      examples = (steps_per_epoch - first) * examples_per_step
+      trained += examples
+      first, done_S = 0, np.zeros(0, np.float32)
+      record = {"stage": stage, "epoch": e + 1, "loss": loss,
+                "seconds": seconds, "examples_per_sec": examples / seconds}
+      done = e + 1 == epochs
+      if done or (e + 1) % ctx.config.eval_every == 0:
+        record.update(validate(state))
+      since_save = time.monotonic() - last_save
+      if done or since_save >= ctx.config.checkpoint_every_secs:
+        ckpt.save(e + 1, state, {"epoch": e + 1})
+        last_save = time.monotonic()
+      ctx.writer.write(record)
+      logs.info(_format_record(record, epochs))
+    if epochs > start:
+      seconds = time.monotonic() - stage_began
+      ctx.writer.write({"stage": stage, "summary": True,
+                        "epochs": epochs - start, "seconds": seconds,
+                        "examples_per_sec": trained / seconds})
+  finally:  # Async saves finish even when training raised.
+    ckpt.close()
+    if mid is not None:
+      mid.close()
+  if mid is not None and jax.process_index() == 0:
+    shutil.rmtree(mid.directory, ignore_errors=True)  # The stage is saved.
   return state
 
 

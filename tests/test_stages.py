@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import parity as parity_config
+from jaxcc import checkpoints
 from jaxcc import evaluation
 from jaxcc import experiment
 from jaxcc import logs
@@ -147,7 +148,13 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_a_stage_whose_loss_is_not_finite_stops_with_a_clear_error(
-    tmp_path):
+    tmp_path, monkeypatch):
+  """... and closes its checkpointers (their async saves finish)."""
+  opened, closed = [], []
+  monkeypatch.setattr(checkpoints.Checkpointer, "__init__", _recording(
+      checkpoints.Checkpointer.__init__, opened))
+  monkeypatch.setattr(checkpoints.Checkpointer, "close", _recording(
+      checkpoints.Checkpointer.close, closed))
   writer = logs.MetricWriter(str(tmp_path))
   ctx = stages._Context(config=_config(), mesh=None, place=jax.device_put,
                         normalize=None, loop=None, images=None,
@@ -165,6 +172,15 @@ def test_a_stage_whose_loss_is_not_finite_stops_with_a_clear_error(
                        key=jax.random.PRNGKey(0))
   finally:
     writer.close()
+  assert len(opened) == 1 and closed == opened
+
+
+def _recording(method, calls):
+  """`method`, recording the instance of every call in `calls`."""
+  def recorded(self, *args, **kwargs):
+    calls.append(self)
+    return method(self, *args, **kwargs)
+  return recorded
 
 
 def test_evaluate_without_training_is_a_clear_error(tmp_path):
