@@ -64,16 +64,14 @@ async def _pools(served, base_faults, base_intervals, **base_options):
       serving.LocalPool.create(served.parities[0], example, 1))
 
 
-@pytest.mark.slow
-def test_a_worker_answers_batched_calls_row_by_row():
-  """max_batch=4: queued queries go to the one worker in calls of up to 4
-  rows; each gets its own rows back."""
+def _answered_by_one_worker(queries, **options):
+  """The answers of one worker (`LocalPool.create(..., **options)`) to
+  `queries`, all submitted at once, checked against F; and its stats."""
   served, f = _system()
-  queries = _queries(9) + [np.ones((2, _D), np.float32)]
 
   async def main():
     pool = await serving.LocalPool.create(
-        served.base, np.zeros((1, _D), np.float32), 1, max_batch=4)
+        served.base, np.zeros((1, _D), np.float32), 1, **options)
     try:
       answers = await asyncio.wait_for(asyncio.gather(
           *(pool.submit(x) for x in queries)), 60.0)
@@ -84,6 +82,15 @@ def test_a_worker_answers_batched_calls_row_by_row():
   answers, stats = asyncio.run(main())
   for x, y in zip(queries, answers):
     np.testing.assert_allclose(y, f(x), rtol=1e-5, atol=1e-5)
+  return stats
+
+
+@pytest.mark.slow
+def test_a_worker_answers_batched_calls_row_by_row():
+  """max_batch=4: queued queries go to the one worker in calls of up to 4
+  rows; each gets its own rows back."""
+  queries = _queries(9) + [np.ones((2, _D), np.float32)]
+  stats = _answered_by_one_worker(queries, max_batch=4)
   assert stats["started"] == len(queries) and stats["live"] == 1
 
 
@@ -91,23 +98,8 @@ def test_a_worker_answers_batched_calls_row_by_row():
 def test_a_worker_pool_with_a_batch_slo_grows_its_row_cap_from_one():
   """batch_slo_s reaches the pool: 10 queries queued at once go in calls of
   1, 2, 3 and 4 rows (AIMD, every call well within 10 s), not 1, 8, 1."""
-  served, f = _system()
-  queries = _queries(10)
-
-  async def main():
-    pool = await serving.LocalPool.create(
-        served.base, np.zeros((1, _D), np.float32), 1, max_batch=8,
-        batch_slo_s=10.0)
-    try:
-      answers = await asyncio.wait_for(asyncio.gather(
-          *(pool.submit(x) for x in queries)), 60.0)
-      return answers, pool.stats()
-    finally:
-      await pool.close()
-
-  answers, stats = asyncio.run(main())
-  for x, y in zip(queries, answers):
-    np.testing.assert_allclose(y, f(x), rtol=1e-5, atol=1e-5)
+  stats = _answered_by_one_worker(_queries(10), max_batch=8,
+                                  batch_slo_s=10.0)
   assert stats["calls"] == 4 and stats["row_caps"] == [5]
 
 
