@@ -21,7 +21,9 @@ import numpy as np
 
 _LABELS = {"paper": "paper's recipe (summation)",
            "combo": "best summation recipe",
-           "concat-kl-t4-w4-e50": "concatenation + decoded KL, width 4"}
+           "concat-kl-t4-w4-e50": "concatenation + decoded KL, width 4",
+           "concat-kl-t4-w4-cos-e150":
+               "concatenation + decoded KL, width 4, cosine, 150 epochs"}
 
 
 def curve(workdir):
