@@ -153,7 +153,7 @@ def test_missing_slots_are_ignored_even_if_nan():
     (dict(k=3, r=0), "r >= 1"),
     (dict(k=0, r=1), "k must be"),
     (dict(k=2, r=1.5), "r must be"),
-    (dict(k=2, r=1, nodes=[0.0, 1.0]), "k\\+r=3"),
+    (dict(k=2, r=1, nodes=[0.0, 1.0]), "flat sequence of 3 reals"),
     (dict(k=2, r=1, nodes=[0.0, 1.0, 0.0]), "distinct"),
     (dict(k=2, r=1, nodes=[0.0, 1.0, np.inf]), "finite"),
     (dict(k=2, r=1, nodes=[0.0, np.nan, 1.0]), "finite"),

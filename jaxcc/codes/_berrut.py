@@ -99,17 +99,7 @@ def berrut(k: int, r: int, nodes=None, systematic: bool = True) -> _code.Code:
                        "code; ApproxIFER's code uses its own points")
     return _approxifer(k, r)
   n = k + r
-  if nodes is None:
-    nodes_N = default_nodes(k, r)
-  else:
-    nodes_N = np.asarray(nodes, dtype=np.float64).reshape(-1)
-    if np.ndim(nodes) != 1 or len(nodes_N) != n:
-      raise ValueError(f"nodes must be a flat sequence of k+r={n} reals, got "
-                       f"shape {np.shape(nodes)}")
-    if not np.all(np.isfinite(nodes_N)):
-      raise ValueError(f"nodes must be finite, got {nodes_N}")
-    if len(np.unique(nodes_N.astype(np.float32))) != n:
-      raise ValueError(f"nodes must be distinct, got {nodes_N}")
+  nodes_N = check_points(nodes, default_nodes(k, r), n, "nodes")
   g_RK = berrut_weights(nodes_N[k:], nodes_N[:k])
 
   def decode(params, y_BN, available_N):
@@ -182,3 +172,19 @@ def apply_weights(coef_KN, y_BN, available_N) -> jax.Array:
   y_BN_arrived = jnp.where(arrived, y_BN, jnp.zeros((), y_BN.dtype))
   return jnp.einsum("kn,bn...->bk...", coef_KN.astype(y_BN.dtype),
                     y_BN_arrived, precision=jax.lax.Precision.HIGHEST)
+
+
+def check_points(points, default, count: int, name: str) -> np.ndarray:
+  """`points` as float64 (or `default` if None): `count` finite reals,
+  distinct in float32, in a flat sequence; else a ValueError naming it."""
+  if points is None:
+    return default
+  values = np.asarray(points, dtype=np.float64).reshape(-1)
+  if np.ndim(points) != 1 or len(values) != count:
+    raise ValueError(f"{name} must be a flat sequence of {count} reals, got "
+                     f"shape {np.shape(points)}")
+  if not np.all(np.isfinite(values)):
+    raise ValueError(f"{name} must be finite, got {values}")
+  if len(np.unique(values.astype(np.float32))) != count:
+    raise ValueError(f"{name} must be distinct, got {values}")
+  return values

@@ -128,8 +128,10 @@ def spline(k: int, r: int, lambda_encoder: float = DEFAULT_LAMBDA_ENCODER,
     raise ValueError(f"a spline code needs r >= 1 redundant workers, got r={r}")
   n = k + r
   default_alpha, default_beta = _berrut.approxifer_nodes(k, r)
-  alpha_K = _check_points(query_points, default_alpha, k, "query_points")
-  beta_N = _check_points(worker_points, default_beta, n, "worker_points")
+  alpha_K = _berrut.check_points(query_points, default_alpha, k,
+                                 "query_points")
+  beta_N = _berrut.check_points(worker_points, default_beta, n,
+                                "worker_points")
   for name, lam in (("lambda_encoder", lambda_encoder),
                     ("lambda_decoder", lambda_decoder)):
     if isinstance(lam, bool) or not np.isscalar(lam) or not (
@@ -202,20 +204,6 @@ def search_lambdas(
     losses[pair] = value
   best = min(sorted(losses, reverse=True), key=losses.__getitem__)
   return best[0], best[1], losses
-
-
-def _check_points(points, default, count, name) -> np.ndarray:
-  if points is None:
-    return default
-  values = np.asarray(points, dtype=np.float64).reshape(-1)
-  if np.ndim(points) != 1 or len(values) != count:
-    raise ValueError(f"{name} must be a flat sequence of {count} reals, got "
-                     f"shape {np.shape(points)}")
-  if not np.all(np.isfinite(values)):
-    raise ValueError(f"{name} must be finite, got {values}")
-  if len(np.unique(values.astype(np.float32))) != count:
-    raise ValueError(f"{name} must be distinct, got {values}")
-  return values
 
 
 def _sorted_knots(knots) -> tuple[np.ndarray, np.ndarray]:
