@@ -62,9 +62,11 @@ def main():
     ax.set_title(f"k = {k}")
     ax.set_xlabel("stage-2 epoch")
     ax.grid(alpha=0.3)
-  axes[0][0].set_ylabel(f"validation A_d (%), mean ± std, {len(seeds)} seeds")
-  axes[0][0].legend()
-  fig.tight_layout()
+  axes[0][0].set_ylabel(f"validation A_d (%)\nmean ± std, {len(seeds)} seeds")
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=len(labels),
+             fontsize="small")
+  fig.tight_layout(rect=(0, 0.08, 1, 1))  # Room for the legend below.
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   fig.savefig(args.out, dpi=110)
 
