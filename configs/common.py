@@ -22,6 +22,7 @@ _ALIASES = {
     "warmup_epochs": "parity.warmup_epochs",
     "encoder": "learned.encoder",
     "loss": "learned.loss",
+    "patterns": "learned.patterns",
 }
 
 
@@ -89,6 +90,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.learned = ml_collections.ConfigDict()
   c.learned.encoder = "mlp"  # mlp | conv
   c.learned.loss = "mse-base"  # mse-base | kl-base | xent-label
+  # How a minibatch's erasure patterns' losses combine: mean (the paper) |
+  # worst (the largest; keeps the encoder from serving some patterns only)
+  c.learned.patterns = "mean"
 
   c.berrut = ml_collections.ConfigDict()  # code=berrut (training-free)
   # True: the k inputs go unchanged to k workers, r parities; False:

@@ -30,7 +30,7 @@ PARITY_LOSSES = ("mse",) + tuple(training.PARITY_LOSSES)
 # Stage-2 fields that configs saved before they existed lack (defaults).
 _STAGE2_DEFAULTS = {"parity.loss": "mse", "parity.temperature": 1.0,
                     "parity.width": 1.0, "parity.schedule": "constant",
-                    "parity.warmup_epochs": 0}
+                    "parity.warmup_epochs": 0, "learned.patterns": "mean"}
 
 
 class Approach(NamedTuple):
@@ -71,7 +71,8 @@ def from_config(config) -> Approach:
                   epochs=config.parity.epochs)
   if config.code == "learned":
     approach = learned_code(config.learned.loss,
-                            erasures.patterns(config.k, config.r), **schedule)
+                            erasures.patterns(config.k, config.r),
+                            patterns=p["learned.patterns"], **schedule)
   elif config.code in ("summation", "linear", "concatenation"):
     approach = parity_models(
         config.parity.target, config.parity.init, p["parity.loss"],
@@ -175,12 +176,15 @@ def parity_models(target: str = "base", init: str = "scratch",
                      "parity.schedule", "parity.warmup_epochs"))
 
 
-def learned_code(loss: str, patterns_PN, *, schedule: str = "constant",
-                 warmup_epochs: int = 0,
+def learned_code(loss: str, patterns_PN, *, patterns: str = "mean",
+                 schedule: str = "constant", warmup_epochs: int = 0,
                  epochs: Optional[int] = None) -> Approach:
   """A learned encoder and decoder trained with `loss` over `patterns_PN`,
-  the learning rate following `schedule` (as in `parity_models`)."""
+  their losses combined by `patterns` ("mean" or "worst",
+  `losses.PATTERN_REDUCTIONS`), the learning rate following `schedule` (as
+  in `parity_models`)."""
   losses.get(loss)
+  losses.pattern_reduction(patterns)
   _check_schedule(schedule, warmup_epochs, epochs)
 
   def init_state(key, *, model, code, opt, input_shape, base_state):
@@ -191,7 +195,8 @@ def learned_code(loss: str, patterns_PN, *, schedule: str = "constant",
   def step(*, model, code, opt, normalize, mesh):
     return training.scheduled_step(
         lambda opt: training.learned_step(code, model, opt, loss,
-                                          patterns_PN, normalize, mesh),
+                                          patterns_PN, normalize, mesh,
+                                          patterns),
         opt, schedule, warmup_epochs, epochs)
 
   def arrays(*, task, split, outputs_NC, base_vars):
@@ -202,8 +207,8 @@ def learned_code(loss: str, patterns_PN, *, schedule: str = "constant",
   return Approach(
       name="learned", trains=True, init=init_state, step=step, arrays=arrays,
       parity_network=_base_network, code_params=lambda state: state.params,
-      config_fields=("learned.encoder", "learned.loss", "parity.schedule",
-                     "parity.warmup_epochs"))
+      config_fields=("learned.encoder", "learned.loss", "learned.patterns",
+                     "parity.schedule", "parity.warmup_epochs"))
 
 
 def training_free() -> Approach:

@@ -11,6 +11,11 @@ Names as in the authors' repo:
   "kl-base": KL(softmax(F) || softmax(recon)) over the last (class) axis.
   "xent-label": softmax cross-entropy to the true integer labels.
 `xent_top1` (cross-entropy to F's top-1 class) trains parity models only.
+
+A learned code's minibatch loss combines the losses of its erasure patterns
+(`PATTERN_REDUCTIONS`): their mean (the paper) or the worst pattern's, which
+keeps an encoder from serving some patterns only (e.g. a conv encoder whose
+parity copies one input: one pattern decodes well, the other not at all).
 """
 
 import jax
@@ -77,6 +82,17 @@ def xent_top1(recon_BKC, base_BKC, erased_K) -> jax.Array:
 
 
 LOSSES = {"mse-base": mse_base, "kl-base": kl_base, "xent-label": xent_label}
+
+
+PATTERN_REDUCTIONS = {"mean": jnp.mean, "worst": jnp.max}
+
+
+def pattern_reduction(name: str):
+  """`(losses_P,) -> scalar` called `name`; raises `ValueError` otherwise."""
+  if name not in PATTERN_REDUCTIONS:
+    raise ValueError(f"unknown pattern reduction {name!r}; known: "
+                     f"{', '.join(PATTERN_REDUCTIONS)}")
+  return PATTERN_REDUCTIONS[name]
 
 
 def get(name: str):

@@ -133,7 +133,8 @@ def fit_parity_models(model, variables, images, code, *, key,
 def fit_learned_code(model, variables, images, code, *, key,
                      epochs: int = 10, batch_size: int = 64,
                      learning_rate: float = 1e-3, weight_decay: float = 1e-5,
-                     loss: str = "mse-base", labels=None, missing=None,
+                     loss: str = "mse-base", patterns: str = "mean",
+                     labels=None, missing=None,
                      preprocess: Optional[Callable] = None,
                      checkpoint_dir: Optional[str] = None,
                      callback: Optional[Callable[[dict], Any]] = None,
@@ -143,6 +144,8 @@ def fit_learned_code(model, variables, images, code, *, key,
   Arguments as `fit_parity_models`, and:
     code: a code with trained parameters (`jaxcc.codes.learned(...)`).
     loss: a `jaxcc.losses` name; "xent-label" needs `labels`.
+    patterns: how the erasure patterns' losses combine: "mean" or "worst"
+      (`jaxcc.losses.PATTERN_REDUCTIONS`).
     labels: `(N,)` class labels of `images`.
     missing: erasures per training pattern (default r; see
       `jaxcc.erasures.patterns`).
@@ -163,7 +166,7 @@ def fit_learned_code(model, variables, images, code, *, key,
     raise ValueError(f"{code.name} has no trained encoder and decoder; use "
                      "fit_parity_models for parity-model codes")
   approach = approaches.learned_code(
-      loss, erasures.patterns(code.k, code.r, missing))
+      loss, erasures.patterns(code.k, code.r, missing), patterns=patterns)
   opt = training.optimizer(learning_rate, weight_decay)
   init_key, epoch_key = jax.random.split(key)
   state = approach.init(init_key, model=base, code=code, opt=opt,

@@ -223,7 +223,7 @@ def decoded_parity_loss(code, model, loss_name, patterns_PN,
     def pattern_loss(available_N):
       recon_BKC = code.decode({}, y_BNC, available_N)
       return loss_fn(recon_BKC, target, ~available_N[:k])
-    return jnp.mean(jax.vmap(pattern_loss)(jnp.asarray(patterns_PN))), stats_R
+    return reduce_patterns(jax.vmap(pattern_loss)(jnp.asarray(patterns_PN))), stats_R
   return loss
 
 
@@ -241,14 +241,16 @@ def decoded_parity_step(model, code, opt, loss_name, patterns_PN, normalize,
   return step
 
 
-def learned_loss(code, model, loss_name, patterns_PN):
-  """Mean loss over every erasure pattern of one minibatch of groups.
+def learned_loss(code, model, loss_name, patterns_PN, patterns="mean"):
+  """Loss over every erasure pattern of one minibatch of groups, combined
+  by `losses.PATTERN_REDUCTIONS[patterns]` (their mean or the worst).
 
   Returns `loss(code_params, base_vars, x_BK, outputs_BKC, labels_BK)`. F runs
   once on the parities (the data outputs are given), the decoder once per
   pattern inside a `vmap`; each pattern's loss covers its erased slots only.
   """
   loss_fn = losses.get(loss_name)
+  reduce_patterns = losses.pattern_reduction(patterns)
   k = code.k
 
   def loss(code_params, base_vars, x_BK, outputs_BKC, labels_BK):
@@ -261,15 +263,15 @@ def learned_loss(code, model, loss_name, patterns_PN):
     def pattern_loss(available_N):
       recon_BKC = code.decode(code_params, y_BNC, available_N)
       return loss_fn(recon_BKC, target, ~available_N[:k])
-    return jnp.mean(jax.vmap(pattern_loss)(jnp.asarray(patterns_PN)))
+    return reduce_patterns(jax.vmap(pattern_loss)(jnp.asarray(patterns_PN)))
   return loss
 
 
 def learned_step(code, model, opt, loss_name, patterns_PN, normalize,
-                 mesh=None):
+                 mesh=None, patterns="mean"):
   """`step(state, idx_BK, images, outputs, labels, base_vars)`: the learned
   encoder and decoder, trained through the frozen F over `patterns_PN`."""
-  loss = learned_loss(code, model, loss_name, patterns_PN)
+  loss = learned_loss(code, model, loss_name, patterns_PN, patterns)
 
   def step(state, idx_BK, images, outputs, labels, base_vars):
     batch = parallel.shard_batch(mesh, normalize(images[idx_BK]),

@@ -40,18 +40,36 @@ def setup(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("loss_name", ["mse-base", "kl-base", "xent-label"])
-def test_loss_is_mean_of_per_pattern_losses(setup, loss_name):
+@pytest.mark.parametrize("patterns, combine", [("mean", np.mean),
+                                               ("worst", np.max)])
+def test_loss_combines_the_per_pattern_losses(setup, loss_name, patterns,
+                                              combine):
   exp, base_vars, state, batch = setup
   params = jax.tree.map(lambda a: 30 * a, state.params)  # away from ~0 output
-  patterns = erasures.patterns(2, 1)
+  patterns_PN = erasures.patterns(2, 1)
   all_at_once = training.learned_loss(exp.code, exp.model, loss_name,
-                                      patterns)
+                                      patterns_PN, patterns)
   one_by_one = [training.learned_loss(exp.code, exp.model, loss_name, p[None])
-                for p in patterns]
+                for p in patterns_PN]
   total = jax.jit(all_at_once)(params, base_vars, *batch)
   singles = [float(fn(params, base_vars, *batch)) for fn in one_by_one]
-  np.testing.assert_allclose(float(total), np.mean(singles), rtol=1e-5)
+  np.testing.assert_allclose(float(total), combine(singles), rtol=1e-5)
   assert len(set(singles)) == len(singles)  # the patterns really differ
+
+
+def test_worst_pattern_gradient_is_that_patterns_alone(setup):
+  exp, base_vars, state, batch = setup
+  params = jax.tree.map(lambda a: 30 * a, state.params)
+  patterns_PN = erasures.patterns(2, 1)
+  singles = [training.learned_loss(exp.code, exp.model, "kl-base", p[None])
+             for p in patterns_PN]
+  worst = max(singles, key=lambda fn: float(fn(params, base_vars, *batch)))
+  got = jax.grad(training.learned_loss(exp.code, exp.model, "kl-base",
+                                       patterns_PN, "worst"))(
+                                           params, base_vars, *batch)
+  want = jax.grad(worst)(params, base_vars, *batch)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7),
+               got, want)
 
 
 def test_epoch_compiles_once_and_trains_encoder_and_decoder(tmp_path):
@@ -96,6 +114,7 @@ def test_parities_go_through_the_same_frozen_f(setup):
 @pytest.mark.parametrize("extra, message", [
     ("encoder=transformer", "unknown encoder"),
     ("loss=hinge", "unknown loss"),
+    ("patterns=best", "unknown pattern reduction"),
     ("k=0", "k must be"),
     ("r=0", "r >= 1"),
 ])

@@ -291,6 +291,10 @@ def _nan_images():
     (lambda: jaxcc.fit_learned_code(
         _Linear(), _init(_Linear()), _images(), jaxcc.codes.summation(2),
         key=jax.random.PRNGKey(0), batch_size=8), "no trained encoder"),
+    (lambda: jaxcc.fit_learned_code(
+        _Linear(), _init(_Linear()), _images(), jaxcc.codes.learned(2, 1),
+        key=jax.random.PRNGKey(0), batch_size=8, patterns="best"),
+     "unknown pattern reduction"),
     (lambda: _fit(variables={"params": {}, "cache": {}}),
      "variables must hold 'params'"),
     (lambda: _fit(parity_model=_BatchNormNet(), init_from_base=True),

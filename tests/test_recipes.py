@@ -331,6 +331,10 @@ def test_configs_saved_before_the_recipe_fields_still_build():
   approach = approaches.from_config(ml_collections.ConfigDict(saved))
   assert not set(_NEW_FIELDS) & set(approach.config_fields)
   assert {"parity.target", "parity.init"} <= set(approach.config_fields)
+  learned = common.apply_args(common.base_config(), "code=learned").to_dict()
+  del learned["learned"]["patterns"]
+  approach = approaches.from_config(ml_collections.ConfigDict(learned))
+  assert "learned.patterns" not in approach.config_fields
 
 
 def test_xent_top1_is_xent_to_the_argmax():
