@@ -223,7 +223,7 @@ def decoded_parity_loss(code, model, loss_name, patterns_PN,
     def pattern_loss(available_N):
       recon_BKC = code.decode({}, y_BNC, available_N)
       return loss_fn(recon_BKC, target, ~available_N[:k])
-    return reduce_patterns(jax.vmap(pattern_loss)(jnp.asarray(patterns_PN))), stats_R
+    return jnp.mean(jax.vmap(pattern_loss)(jnp.asarray(patterns_PN))), stats_R
   return loss
 
 
