@@ -23,6 +23,7 @@ _ALIASES = {
     "encoder": "learned.encoder",
     "loss": "learned.loss",
     "patterns": "learned.patterns",
+    "decoder_width": "learned.decoder_width",
 }
 
 
@@ -93,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
   # How a minibatch's erasure patterns' losses combine: mean (the paper) |
   # worst (the largest; keeps the encoder from serving some patterns only)
   c.learned.patterns = "mean"
+  # The decoder's hidden layers are this many times k * (F's outputs) wide
+  # (1: the paper's decoder)
+  c.learned.decoder_width = 1
 
   c.berrut = ml_collections.ConfigDict()  # code=berrut (training-free)
   # True: the k inputs go unchanged to k workers, r parities; False:

@@ -30,7 +30,8 @@ PARITY_LOSSES = ("mse",) + tuple(training.PARITY_LOSSES)
 # Stage-2 fields that configs saved before they existed lack (defaults).
 _STAGE2_DEFAULTS = {"parity.loss": "mse", "parity.temperature": 1.0,
                     "parity.width": 1.0, "parity.schedule": "constant",
-                    "parity.warmup_epochs": 0, "learned.patterns": "mean"}
+                    "parity.warmup_epochs": 0, "learned.patterns": "mean",
+                    "learned.decoder_width": 1}
 
 
 class Approach(NamedTuple):
@@ -207,7 +208,8 @@ def learned_code(loss: str, patterns_PN, *, patterns: str = "mean",
   return Approach(
       name="learned", trains=True, init=init_state, step=step, arrays=arrays,
       parity_network=_base_network, code_params=lambda state: state.params,
-      config_fields=("learned.encoder", "learned.loss", "learned.patterns",
+      config_fields=("learned.encoder", "learned.decoder_width",
+                     "learned.loss", "learned.patterns",
                      "parity.schedule", "parity.warmup_epochs"))
 
 

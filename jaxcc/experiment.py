@@ -87,6 +87,7 @@ def choose(config) -> tuple:
   berrut, spline = config.get("berrut", {}), config.get("spline", {})
   code = make_code(config.code, config.k, config.r,
                    generator=config.generator, encoder=config.learned.encoder,
+                   decoder_width=config.learned.get("decoder_width", 1),
                    systematic=berrut.get("systematic", True),
                    lambdas=None if spline.get("search", True) else (
                        spline.lambda_encoder, spline.lambda_decoder))
@@ -94,11 +95,13 @@ def choose(config) -> tuple:
 
 
 def make_code(name: str, k: int, r: int, *, generator: str = "random",
-              encoder: str = "mlp", systematic: bool = True,
+              encoder: str = "mlp", decoder_width: int = 1,
+              systematic: bool = True,
               lambdas: Optional[tuple] = ()) -> codes.Code:
   """The code called `name` (one of `CODES`) for k data and r parities.
 
-  `systematic` chooses the Berrut variant; `lambdas` are the spline code's
+  `encoder` and `decoder_width` shape a learned code; `systematic` chooses
+  the Berrut variant; `lambdas` are the spline code's
   `(lambda_encoder, lambda_decoder)` (empty: its defaults), or None for
   lambdas that evaluation chooses on the validation split
   (`metrics.evaluate_split`): the code then has the default lambdas and a
@@ -121,7 +124,7 @@ def make_code(name: str, k: int, r: int, *, generator: str = "random",
           name=f"spline(k={k}, r={r}, {LAMBDAS_ON_VALIDATION})")
     return codes.spline(k, r, *lambdas)
   if name == "learned":
-    return codes.learned(k, r, encoder=encoder)
+    return codes.learned(k, r, encoder=encoder, decoder_width=decoder_width)
   raise ValueError(f"unknown code {name!r}; known: {list(CODES)}")
 
 

@@ -56,8 +56,8 @@ def test_make_code_refuses_what_cannot_work(name, r, message):
      ("parity.target", "parity.init", "parity.loss", "parity.temperature",
       "parity.width", "parity.schedule", "parity.warmup_epochs")),
     (learned_config.get_config(""), "learned", True,
-     ("learned.encoder", "learned.loss", "learned.patterns",
-      "parity.schedule", "parity.warmup_epochs")),
+     ("learned.encoder", "learned.decoder_width", "learned.loss",
+      "learned.patterns", "parity.schedule", "parity.warmup_epochs")),
     (parity_config.get_config("code=berrut"), "none", False, ()),
 ])
 def test_setup_chooses_the_approach_once(tmp_path, config, approach, trains,

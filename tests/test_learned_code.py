@@ -95,6 +95,16 @@ def test_decoder_layers():
   assert kernels == [(5 * M, 3 * M), (3 * M, 3 * M), (3 * M, 3 * M)]
 
 
+def test_decoder_width_widens_hidden_layers_only():
+  code = codes.learned(3, 2, decoder_width=4)
+  assert code.name == "learned(k=3, r=2, encoder='mlp', decoder_width=4)"
+  params = _init(code, (8, 8))
+  kernels = [params["decoder"][f"fc_{i}"]["kernel"].shape for i in range(3)]
+  assert kernels == [(5 * M, 12 * M), (12 * M, 12 * M), (12 * M, 3 * M)]
+  available_N = erasures.patterns(3, 2)[0]
+  assert code.decode(params, _outputs(code), available_N).shape == (2, 3, M)
+
+
 def test_init_statistics():
   params = _init(codes.learned(2, 1, "mlp"), (28, 28))
   for layer in jax.tree_util.tree_leaves(
@@ -188,6 +198,9 @@ def test_gradients_flow_through_encoder_and_decoder():
 
 
 def test_errors():
+  for width in (0, 1.5, True):
+    with pytest.raises(ValueError, match="decoder_width must be an integer"):
+      codes.learned(2, 1, decoder_width=width)
   with pytest.raises(ValueError, match="unknown encoder 'rnn'.*mlp, conv"):
     codes.learned(2, 1, "rnn")
   with pytest.raises(ValueError, match="r >= 1"):

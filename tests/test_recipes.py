@@ -14,6 +14,7 @@ from configs import common
 from jaxcc import approaches
 from jaxcc import codes
 from jaxcc import erasures
+from jaxcc import experiment
 from jaxcc import losses
 from jaxcc import models
 from jaxcc import training
@@ -332,9 +333,20 @@ def test_configs_saved_before_the_recipe_fields_still_build():
   assert not set(_NEW_FIELDS) & set(approach.config_fields)
   assert {"parity.target", "parity.init"} <= set(approach.config_fields)
   learned = common.apply_args(common.base_config(), "code=learned").to_dict()
-  del learned["learned"]["patterns"]
-  approach = approaches.from_config(ml_collections.ConfigDict(learned))
-  assert "learned.patterns" not in approach.config_fields
+  del learned["learned"]["patterns"], learned["learned"]["decoder_width"]
+  code, approach = experiment.choose(ml_collections.ConfigDict(learned))
+  assert not {"learned.patterns", "learned.decoder_width"} & set(
+      approach.config_fields)
+  assert code.name == "learned(k=2, r=1, encoder='mlp')"
+
+
+def test_decoder_width_reaches_the_learned_code(tmp_path):
+  config = common.apply_args(common.base_config(),
+                             "code=learned,decoder_width=3")
+  config.validation_size = 200
+  exp = experiment.setup(config, str(tmp_path))
+  assert exp.code.name == "learned(k=2, r=1, encoder='mlp', decoder_width=3)"
+  assert _identity(config)["learned.decoder_width"] == 3
 
 
 def test_xent_top1_is_xent_to_the_argmax():

@@ -16,7 +16,8 @@ Colour inputs are encoded one colour channel at a time with the same encoder
 Decoder (paper Table II): the K+R outputs, each flattened to M values and
 zeroed where unavailable, concatenated; FC (K+R)M -> KM, ReLU, FC KM -> KM,
 ReLU, FC KM -> KM; reshaped to (B, K, *output_shape). No softmax. Arrived data
-outputs are passed through unchanged.
+outputs are passed through unchanged. `decoder_width` multiplies the two hidden
+layers' KM units (1: the paper's decoder).
 
 Params are plain pytrees of float32 arrays:
 `{"encoder": {layer: {"kernel", "bias"}}, "decoder": {layer: {...}}}`.
@@ -39,13 +40,16 @@ CONV_WIDTH_PER_INPUT = 20
 FC_INIT_STD = 0.01
 
 
-def learned(k: int, r: int = 1, encoder: str = "mlp") -> _code.Code:
+def learned(k: int, r: int = 1, encoder: str = "mlp",
+            decoder_width: int = 1) -> _code.Code:
   """A learned code with a neural encoder and an MLP decoder.
 
   Args:
     k: data inputs per group (>= 1).
     r: parities per group (>= 1).
     encoder: "mlp" (MLPEncoder) or "conv" (ConvEncoder).
+    decoder_width: the decoder's hidden layers have decoder_width * k * m
+      units, m the size of one output of F (integer >= 1; 1: the paper's).
 
   Returns:
     A `Code` whose `init(key, input_shape, output_shape)` takes the shape of
@@ -61,12 +65,17 @@ def learned(k: int, r: int = 1, encoder: str = "mlp") -> _code.Code:
   if encoder not in ENCODERS:
     raise ValueError(f"unknown encoder {encoder!r}; known encoders: "
                      f"{', '.join(ENCODERS)}")
+  if (isinstance(decoder_width, bool)
+      or not isinstance(decoder_width, (int, np.integer)) or decoder_width < 1):
+    raise ValueError("decoder_width must be an integer >= 1, got "
+                     f"{decoder_width!r}")
+  decoder_width = int(decoder_width)
 
   def init(key, input_shape, output_shape):
     height, width = _image_size(input_shape)
     m = math.prod(_output_shape(output_shape))
     pixels = height * width if encoder == "mlp" else 0  # conv: any size
-    return _init_params(key, k, r, encoder, pixels, m)
+    return _init_params(key, k, r, encoder, pixels, m, decoder_width)
 
   def encode(params, x_BK):
     return _encode(params["encoder"], x_BK, k, r, encoder)
@@ -74,12 +83,14 @@ def learned(k: int, r: int = 1, encoder: str = "mlp") -> _code.Code:
   def decode(params, y_BN, available_N):
     return _decode(params["decoder"], y_BN, available_N, k, r)
 
-  return _code.make_code(k, r, f"learned(k={k}, r={r}, encoder={encoder!r})",
-                         init, encode, decode)
+  width = "" if decoder_width == 1 else f", decoder_width={decoder_width}"
+  return _code.make_code(
+      k, r, f"learned(k={k}, r={r}, encoder={encoder!r}{width})", init,
+      encode, decode)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
-def _init_params(key, k, r, encoder, pixels, m):
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _init_params(key, k, r, encoder, pixels, m, decoder_width):
   """All parameters; one normal and one uniform draw for the whole tree.
 
   Drawing per layer would put a separate RNG program per layer into the
@@ -89,7 +100,8 @@ def _init_params(key, k, r, encoder, pixels, m):
     enc = _mlp_encoder_shapes(k, r, pixels)
   else:
     enc = _conv_encoder_shapes(k, r)
-  shapes = {"encoder": enc, "decoder": _decoder_shapes(k, r, m)}
+  shapes = {"encoder": enc,
+            "decoder": _decoder_shapes(k, r, m, decoder_width)}
   kernels = {path: shape for path, shape in _kernel_paths(shapes)}
   fc = [p for p, shape in kernels.items() if len(shape) == 2]
   conv = [p for p, shape in kernels.items() if len(shape) == 4]
@@ -175,10 +187,11 @@ def _conv_encoder_shapes(k, r):
   return layers
 
 
-def _decoder_shapes(k, r, m):
-  return {"fc_0": _dense_shapes((k + r) * m, k * m),
-          "fc_1": _dense_shapes(k * m, k * m),
-          "fc_2": _dense_shapes(k * m, k * m)}
+def _decoder_shapes(k, r, m, width):
+  hidden = width * k * m
+  return {"fc_0": _dense_shapes((k + r) * m, hidden),
+          "fc_1": _dense_shapes(hidden, hidden),
+          "fc_2": _dense_shapes(hidden, k * m)}
 
 
 def _dense(layer, x):
