@@ -3,9 +3,10 @@
 # experiments/recipes.sh (runs/recipes/<name>-mlp): the paper's loss
 # (mse-base, constant learning rate) against kl-base with warm-up + cosine.
 #   bash experiments/learned_recipes.sh mnist [EPOCHS] [DATA_ROOT] [RECIPES] [SEEDS] [ENCODER]
-# RECIPES: any of "paper kl-cosine kl-cosine-worst kl-cosine-w1
-# kl-cosine-w1-worst xent-cosine" (default: paper kl-cosine xent-cosine;
-# "worst": the loss of the worst erasure pattern, learned.patterns=worst);
+# RECIPES: any of "paper kl-cosine kl-cosine-worst kl-cosine-d4
+# kl-cosine-worst-d4 kl-cosine-w1 kl-cosine-w1-worst xent-cosine" (default:
+# paper kl-cosine xent-cosine; "worst": the loss of the worst erasure
+# pattern, learned.patterns=worst; "d4": a 4x wider decoder);
 # SEEDS e.g. "0 1 2" (default 0); ENCODER mlp (default) or conv.
 # Each run: runs/recipes/<name>-mlp/learned-[conv-]<recipe>-e<EPOCHS>-s<seed>
 # (conv: validated every epoch and saved every 100 steps too, so a stopped
@@ -27,6 +28,8 @@ declare -A recipe=(
   [paper]="loss=mse-base"
   [kl-cosine]="loss=kl-base,schedule=cosine,warmup_epochs=2"
   [kl-cosine-worst]="loss=kl-base,schedule=cosine,warmup_epochs=2,patterns=worst"
+  [kl-cosine-d4]="loss=kl-base,schedule=cosine,warmup_epochs=2,decoder_width=4"
+  [kl-cosine-worst-d4]="loss=kl-base,schedule=cosine,warmup_epochs=2,patterns=worst,decoder_width=4"
   [kl-cosine-w1]="loss=kl-base,schedule=cosine,warmup_epochs=1"
   [kl-cosine-w1-worst]="loss=kl-base,schedule=cosine,warmup_epochs=1,patterns=worst"
   [xent-cosine]="loss=xent-label,schedule=cosine,warmup_epochs=2"
