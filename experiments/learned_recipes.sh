@@ -4,7 +4,8 @@
 # (mse-base, constant learning rate) against kl-base with warm-up + cosine.
 #   bash experiments/learned_recipes.sh mnist [EPOCHS] [DATA_ROOT] [RECIPES] [SEEDS] [ENCODER]
 # RECIPES: any of "paper kl-cosine kl-cosine-worst kl-cosine-d4
-# kl-cosine-worst-d4 kl-cosine-w1 kl-cosine-w1-worst xent-cosine" (default:
+# kl-cosine-worst-d4 kl-cosine-w1 kl-cosine-w1-worst xent-cosine
+# xent-cosine-d4" (default:
 # paper kl-cosine xent-cosine; "worst": the loss of the worst erasure
 # pattern, learned.patterns=worst; "d4": a 4x wider decoder);
 # SEEDS e.g. "0 1 2" (default 0); ENCODER mlp (default) or conv.
@@ -33,6 +34,7 @@ declare -A recipe=(
   [kl-cosine-w1]="loss=kl-base,schedule=cosine,warmup_epochs=1"
   [kl-cosine-w1-worst]="loss=kl-base,schedule=cosine,warmup_epochs=1,patterns=worst"
   [xent-cosine]="loss=xent-label,schedule=cosine,warmup_epochs=2"
+  [xent-cosine-d4]="loss=xent-label,schedule=cosine,warmup_epochs=2,decoder_width=4"
 )
 for seed in $seeds; do
   for r in $which; do
