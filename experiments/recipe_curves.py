@@ -1,8 +1,10 @@
 """Validation A_d over epochs, mean ± std over seeds (issue 12).
 
 Reads the `metrics.jsonl` of the runs `experiments/recipes.sh` wrote and
-draws one panel per k: one line per recipe (run names `k<k>-<recipe>-s<seed>`),
-each the mean over the seeds with a band of ± one standard deviation.
+draws one panel per k: one line per recipe (run names `k<k>-<recipe>-s<seed>`,
+or with `--learned` the k = 2 learned codes of experiments/learned_recipes.sh,
+`learned-<recipe>-s<seed>`), each the mean over the seeds with a band of ± one
+standard deviation.
 
   python experiments/recipe_curves.py --runs runs/recipes/mnist-mlp \
       --recipes paper,combo,concat-kl-t4-w4-e50 --out docs/recipes/mnist.png
@@ -23,7 +25,10 @@ _LABELS = {"paper": "paper's recipe (summation)",
            "combo": "best summation recipe",
            "concat-kl-t4-w4-e50": "concatenation + decoded KL, width 4",
            "concat-kl-t4-w4-cos-e150":
-               "concatenation + decoded KL, width 4, cosine, 150 epochs"}
+               "concatenation + decoded KL, width 4, cosine, 150 epochs",
+           "kl-cosine-e60": "learned: KL, cosine, 60 epochs",
+           "xent-cosine-d4-e150":
+               "learned: label cross-entropy, 4x decoder, cosine, 150 epochs"}
 
 
 def curve(workdir):
@@ -43,14 +48,17 @@ def main():
   parser.add_argument("--ks", default="2,3,4")
   parser.add_argument("--recipes", default="paper,combo")
   parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--learned", action="store_true",
+                      help="learned codes (k = 2): learned-<recipe>-s<seed>")
   args = parser.parse_args()
-  ks = [int(k) for k in args.ks.split(",")]
+  ks = [2] if args.learned else [int(k) for k in args.ks.split(",")]
   seeds = args.seeds.split(",")
-  fig, axes = plt.subplots(1, len(ks), figsize=(4 * len(ks), 3.2),
+  fig, axes = plt.subplots(1, len(ks), figsize=(max(4 * len(ks), 6), 3.2),
                            squeeze=False)
   for ax, k in zip(axes[0], ks):
     for recipe in args.recipes.split(","):
-      runs = [curve(f"{args.runs}/k{k}-{recipe}-s{s}") for s in seeds]
+      prefix = "learned-" if args.learned else f"k{k}-"
+      runs = [curve(f"{args.runs}/{prefix}{recipe}-s{s}") for s in seeds]
       epochs = runs[0][0]
       values = np.stack([v for _, v in runs])
       mean, std = values.mean(0), values.std(0, ddof=1)
@@ -64,9 +72,11 @@ def main():
     ax.grid(alpha=0.3)
   axes[0][0].set_ylabel(f"validation A_d (%)\nmean ± std, {len(seeds)} seeds")
   handles, labels = axes[0][0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=len(labels),
+  columns = min(len(labels), len(ks))
+  fig.legend(handles, labels, loc="lower center", ncol=columns,
              fontsize="small")
-  fig.tight_layout(rect=(0, 0.08, 1, 1))  # Room for the legend below.
+  rows = -(-len(labels) // columns)
+  fig.tight_layout(rect=(0, 0.08 * rows, 1, 1))  # Room for the legend below.
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   fig.savefig(args.out, dpi=110)
 
