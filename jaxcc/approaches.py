@@ -65,8 +65,7 @@ class Approach(NamedTuple):
 def from_config(config) -> Approach:
   """The approach of `config.code`, with its stage-2 options checked."""
   stored = {name: _stored(config, name) for name in _STAGE2_DEFAULTS}
-  p = {name: _STAGE2_DEFAULTS[name] if value is None else value
-       for name, value in stored.items()}
+  p = {name: stage2_option(config, name) for name in _STAGE2_DEFAULTS}
   schedule = dict(schedule=p["parity.schedule"],
                   warmup_epochs=p["parity.warmup_epochs"],
                   epochs=config.parity.epochs)
@@ -253,6 +252,13 @@ def _widened(model, width, dtype) -> models.Model:
   def apply(variables, x, train=False):
     return build(tuple(x.shape[1:])).apply(variables, x, train)
   return models.Model(model.name, init, apply, model.num_outputs)
+
+
+def stage2_option(config, dotted):
+  """The stage-2 option `dotted` of `config`, or its default where a config
+  saved before the option existed lacks it."""
+  value = _stored(config, dotted)
+  return _STAGE2_DEFAULTS[dotted] if value is None else value
 
 
 def _stored(config, dotted):

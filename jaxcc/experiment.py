@@ -87,7 +87,8 @@ def choose(config) -> tuple:
   berrut, spline = config.get("berrut", {}), config.get("spline", {})
   code = make_code(config.code, config.k, config.r,
                    generator=config.generator, encoder=config.learned.encoder,
-                   decoder_width=config.learned.get("decoder_width", 1),
+                   decoder_width=approaches.stage2_option(
+                       config, "learned.decoder_width"),
                    systematic=berrut.get("systematic", True),
                    lambdas=None if spline.get("search", True) else (
                        spline.lambda_encoder, spline.lambda_decoder))
