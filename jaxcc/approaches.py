@@ -65,7 +65,8 @@ class Approach(NamedTuple):
 def from_config(config) -> Approach:
   """The approach of `config.code`, with its stage-2 options checked."""
   stored = {name: _stored(config, name) for name in _STAGE2_DEFAULTS}
-  p = {name: stage2_option(config, name) for name in _STAGE2_DEFAULTS}
+  p = {name: _STAGE2_DEFAULTS[name] if value is None else value
+       for name, value in stored.items()}
   schedule = dict(schedule=p["parity.schedule"],
                   warmup_epochs=p["parity.warmup_epochs"],
                   epochs=config.parity.epochs)
